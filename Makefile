@@ -1,0 +1,43 @@
+# `make test`  : create/refresh .venv from the repo's pinned files, then run the whole test suite offline.
+# `make demo`  : same install, then the whole product end to end on the embedded world (see README).
+PY      ?= python3.11
+VENV    ?= .venv
+BIN     := $(VENV)/bin
+STAMP   := $(VENV)/.installed
+WORKDIR ?= runs/embedded
+CONFIG  ?= configs/embedded.yaml
+PYTEST_ARGS ?=
+
+.PHONY: install test test-fast demo world clean-runs lock
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV) || python3 -m venv $(VENV)
+
+# Reinstall only when the pins or the project metadata change.
+$(STAMP): requirements.lock pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --disable-pip-version-check -q -r requirements.lock
+	$(BIN)/pip install --disable-pip-version-check -q --no-deps -e .
+	touch $(STAMP)
+
+install: $(STAMP)
+
+test: install
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+test-fast: install
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -m "not slow" $(PYTEST_ARGS)
+
+demo: install
+	HF_HUB_OFFLINE=1 PATH=$(abspath $(BIN)):$$PATH bash scripts/demo.sh $(CONFIG) $(WORKDIR)
+
+world: install
+	$(BIN)/distill world build --out $(WORKDIR)/world
+
+# Regenerate requirements.lock from requirements.in in a scratch venv (needs PyPI).
+lock:
+	rm -rf /tmp/distill-lock-venv && $(PY) -m venv /tmp/distill-lock-venv
+	/tmp/distill-lock-venv/bin/pip install -q -r requirements.in
+	/tmp/distill-lock-venv/bin/pip freeze > requirements.lock
+
+clean-runs:
+	rm -rf runs/
