@@ -1,0 +1,156 @@
+"""`distill align`: the caption-aligned base student (the analogue of CLIP's literal caption training).
+
+The offline student's image projection starts random, so before distillation we align images to their
+catalog `title` with a symmetric CLIP (InfoNCE) loss against the FROZEN text tower. This base reads
+queries literally, like CLIP; it is the model the distillation must beat. A production student that is
+already caption-aligned (ViT-B-32, FashionCLIP) sets `align.enabled: false` and is saved as-is.
+
+With `trainable: 0` (default) only the projection trains: trunk features are computed once (streaming
+over the catalog in batches), then the projection is fit on them in seconds.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow.dataset as pads
+import torch
+import torch.nn.functional as F
+
+from distill.embed import catalog_parquet_files
+from distill.images import try_load_row_image
+from distill.student import Student, build_student, save_student
+
+
+def iter_catalog_rows(catalog_dir, split: str | None, batch_rows: int = 256, columns=None):
+    """Yield lists of row dicts from a catalog split, a Parquet batch at a time (memory stays flat)."""
+    dataset = pads.dataset(catalog_parquet_files(catalog_dir), format="parquet")
+    flt = (pads.field("split") == split) if split else None
+    for batch in dataset.to_batches(columns=columns, filter=flt, batch_size=batch_rows):
+        yield batch.to_pylist()
+
+
+def _pixels_and_titles(student: Student, rows: list[dict], root, skipped: list) -> tuple[list, list[str]]:
+    pixels, titles = [], []
+    for row in rows:
+        img, err = try_load_row_image(row, root)
+        if img is None:
+            skipped.append((row["item_id"], err))
+            continue
+        pixels.append(student.preprocess(img))
+        titles.append(row["title"])
+    return pixels, titles
+
+
+@torch.no_grad()
+def trunk_features(student: Student, catalog_dir, split: str) -> tuple[torch.Tensor, list[str], list]:
+    """Pooled trunk features (before the projection) for every decodable image of a split."""
+    student.eval()
+    feats, titles, skipped = [], [], []
+    t0 = time.time()
+    cols = ["item_id", "image", "image_path", "title"]
+    for rows in iter_catalog_rows(catalog_dir, split, batch_rows=64, columns=cols):
+        pixels, batch_titles = _pixels_and_titles(student, rows, catalog_dir, skipped)
+        if pixels:
+            feats.append(student.model.visual.trunk(torch.stack(pixels)))
+            titles.extend(batch_titles)
+        print(f"[align] features for {len(titles)} images ({time.time() - t0:.0f}s)", file=sys.stderr, flush=True)
+    return torch.cat(feats), titles, skipped
+
+
+def clip_loss(img: torch.Tensor, txt: torch.Tensor, temperature: float) -> torch.Tensor:
+    logits = img @ txt.T / temperature
+    target = torch.arange(len(img))
+    return (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2
+
+
+def fit_projection(student: Student, feats: torch.Tensor, text_emb: torch.Tensor, cfg) -> list[float]:
+    """Train only the image projection (visual.head) on precomputed trunk features."""
+    head = student.model.visual.head
+    opt = torch.optim.AdamW(head.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    losses = []
+    for epoch in range(cfg.epochs):
+        order = torch.randperm(len(feats), generator=gen)
+        total = 0.0
+        for i in range(0, len(order), cfg.batch_size):
+            idx = order[i : i + cfg.batch_size]
+            if len(idx) < 2:
+                continue
+            img = F.normalize(head(feats[idx]), dim=-1)
+            loss = clip_loss(img, text_emb[idx], cfg.temperature)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            total += loss.item() * len(idx)
+        losses.append(total / len(feats))
+        print(f"[align] epoch {epoch + 1}/{cfg.epochs} loss {losses[-1]:.4f}", file=sys.stderr, flush=True)
+    return losses
+
+
+def fit_full(student: Student, catalog_dir, cfg) -> list[float]:
+    """Train the unlocked image tower end to end (streams images every epoch; slower)."""
+    opt = torch.optim.AdamW(student.image_parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    losses = []
+    cols = ["item_id", "image", "image_path", "title"]
+    for epoch in range(cfg.epochs):
+        student.train()
+        total, n = 0.0, 0
+        for rows in iter_catalog_rows(catalog_dir, "train", batch_rows=cfg.batch_size, columns=cols):
+            pixels, titles = _pixels_and_titles(student, rows, catalog_dir, [])
+            if len(pixels) < 2:
+                continue
+            loss = clip_loss(student(torch.stack(pixels)), student.encode_texts(titles), cfg.temperature)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            total, n = total + loss.item() * len(pixels), n + len(pixels)
+        losses.append(total / max(n, 1))
+        print(f"[align] epoch {epoch + 1}/{cfg.epochs} loss {losses[-1]:.4f}", file=sys.stderr, flush=True)
+    return losses
+
+
+@torch.no_grad()
+def title_recall_at_k(student: Student, catalog_dir, split: str = "val", k: int = 10) -> float:
+    """Share of items ranked in the top k for their own title among the split's items (literal retrieval)."""
+    student.eval()
+    embs, titles = [], []
+    for rows in iter_catalog_rows(catalog_dir, split, batch_rows=64, columns=["item_id", "image", "image_path", "title"]):
+        pixels, batch_titles = _pixels_and_titles(student, rows, catalog_dir, [])
+        if pixels:
+            embs.append(student(torch.stack(pixels)))
+            titles.extend(batch_titles)
+    if not titles:
+        return float("nan")
+    img = torch.cat(embs)
+    sims = student.encode_texts(titles) @ img.T  # [query title, item]
+    own = sims.diagonal().unsqueeze(1)
+    rank = (sims > own).sum(dim=1)  # items scored above the item itself
+    return float((rank < k).float().mean())
+
+
+def align_student(cfg, out_dir: str | Path | None = None) -> Path:
+    """Build the configured student, caption-align it on the train split, save it as the base model."""
+    out_dir = Path(out_dir or cfg.path("base_model"))
+    catalog = cfg.path("catalog")
+    torch.manual_seed(cfg.align.seed)
+    student = build_student(cfg.student)
+    t0 = time.time()
+    extra = {"role": "base", "aligned": False}
+    if cfg.align.enabled:
+        before = title_recall_at_k(student, catalog)
+        if cfg.align.trainable == 0 and hasattr(student.model.visual, "head"):
+            feats, titles, skipped = trunk_features(student, catalog, "train")
+            losses = fit_projection(student, feats, student.encode_texts(titles), cfg.align)
+        else:
+            skipped = []
+            losses = fit_full(student, catalog, cfg.align)
+        after = title_recall_at_k(student, catalog)
+        extra.update(aligned=True, align_losses=losses, align_seconds=round(time.time() - t0, 1),
+                     title_recall_at_10_val={"before": before, "after": after}, skipped_images=len(skipped))
+        print(f"[align] title recall@10 on val: {before:.3f} -> {after:.3f} "
+              f"({time.time() - t0:.0f}s, {len(skipped)} images skipped)", file=sys.stderr)
+    return save_student(student, out_dir, extra=extra)
