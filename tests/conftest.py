@@ -9,6 +9,8 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # loopback-only test cluster; no token file
 
 
 @pytest.fixture(scope="session")
@@ -16,13 +18,16 @@ def ray_session():
     import ray
 
     if not ray.is_initialized():
+        # address="local": never attach to a cluster someone started with `ray start`.
         ray.init(
+            address="local",
             num_cpus=2,
             include_dashboard=False,
             object_store_memory=512 * 1024**2,
             log_to_driver=False,
             ignore_reinit_error=True,
         )
+    ray.data.DataContext.get_current().enable_progress_bars = False
     yield ray
     ray.shutdown()
 
