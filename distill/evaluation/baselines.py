@@ -1,0 +1,191 @@
+"""Every model the report compares, behind one interface: `scores(model, persona_texts, item_ids) -> [P, N]`.
+
+- `EmbeddingScorer`: a student (saved model dir, or an open_clip spec): frozen text tower for the
+  personas, image tower over the split's images (Ray Data, `distill.embed.embed_catalog`), cosine.
+  Used for the distilled student, the caption-aligned base, the uniform-sampling ablation, each
+  per-round export, and any extra open_clip model named in `evaluate.models`.
+- `TextOnlyScorer`: the paper's "Text" column: persona vs the item's title + text metadata, both
+  through the frozen text encoder (no pixels at all).
+- `RandomScorer`: seeded uniform scores, the floor (expected MPR 50).
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from distill.splits import stable_hash
+from distill.student import StudentLoadError, StudentSpec
+
+log = logging.getLogger(__name__)
+
+MISSING_SCORE = -2.0  # below any cosine similarity
+
+
+class Scorer(Protocol):
+    name: str
+
+    def scores(self, persona_texts: list[str], item_ids: list[str], persona_batch: int = 256) -> np.ndarray: ...
+
+
+def scores(model: Scorer, persona_texts: list[str], item_ids: list[str], persona_batch: int = 256) -> np.ndarray:
+    """[P, N] scores of every persona (rows) against every item (columns)."""
+    out = model.scores(list(persona_texts), list(item_ids), persona_batch)
+    if out.shape != (len(persona_texts), len(item_ids)):
+        raise RuntimeError(f"{model.name}: scores shape {out.shape}, expected {(len(persona_texts), len(item_ids))}")
+    return out
+
+
+def cosine_scores(model, persona_texts: list[str], item_ids: list[str], persona_batch: int) -> np.ndarray:
+    """Unit persona embeddings . unit item embeddings, a batch of personas per matrix product."""
+    items = model.item_embeddings(item_ids)
+    out = np.empty((len(persona_texts), len(item_ids)), dtype=np.float32)
+    for start in range(0, len(persona_texts), persona_batch):
+        texts = persona_texts[start : start + persona_batch]
+        out[start : start + len(texts)] = model.persona_embeddings(texts) @ items.T
+    # An item a model could not embed scores below any cosine: ranked last, never above the winner.
+    missing = set(getattr(model, "missing", ()))
+    if missing:
+        out[:, [j for j, i in enumerate(item_ids) if i in missing]] = MISSING_SCORE
+    return out
+
+
+def parse_model_ref(ref: str) -> str | StudentSpec:
+    """A saved student directory, or an open_clip spec "name[:pretrained]" / "hf-hub:..." / "local-dir:..."."""
+    if Path(ref, "manifest.json").exists():
+        return ref
+    if ref.startswith(("hf-hub:", "local-dir:")):
+        return StudentSpec(kind="open_clip", model_name=ref)
+    name, _, pretrained = ref.partition(":")
+    return StudentSpec(kind="open_clip", model_name=name, pretrained=pretrained or None)
+
+
+@dataclass
+class EmbeddingScorer:
+    """A student's cosine scores; item embeddings come from one Ray Data pass over the split."""
+
+    name: str
+    model: str | StudentSpec
+    catalog_dir: str
+    split: str
+    embed_batch_size: int = 64
+    missing: list[str] = field(default_factory=list)  # pool items the model could not embed
+    _student: object = None
+    _items: dict[str, np.ndarray] | None = None
+
+    def load(self) -> "EmbeddingScorer":
+        """Load the text tower now, so an unloadable model is skipped before any work (StudentLoadError)."""
+        from distill.student import load_or_build
+
+        if self._student is None:
+            self._student = load_or_build(self.model).eval()
+        return self
+
+    def persona_embeddings(self, persona_texts: list[str]) -> np.ndarray:
+        self.load()
+        return self._student.encode_texts(list(persona_texts)).numpy().astype(np.float32)
+
+    def scores(self, persona_texts: list[str], item_ids: list[str], persona_batch: int = 256) -> np.ndarray:
+        return cosine_scores(self, persona_texts, item_ids, persona_batch)
+
+    def item_embeddings(self, item_ids: list[str]) -> np.ndarray:
+        from distill.embed import embed_catalog
+
+        if self._items is None:
+            model = self.model.model_dump(mode="json") if isinstance(self.model, StudentSpec) else self.model
+            res = embed_catalog(model, self.catalog_dir, self.split, batch_size=self.embed_batch_size,
+                                num_cpus=0.5, progress=True)
+            self._items = dict(zip(res.item_ids, res.embeddings))
+        dim = next(iter(self._items.values())).shape[0] if self._items else 1
+        out = np.empty((len(item_ids), dim), dtype=np.float32)
+        self.missing = [i for i in item_ids if i not in self._items]
+        for row, item in enumerate(item_ids):
+            out[row] = self._items.get(item, np.zeros(dim, dtype=np.float32))
+        if self.missing:
+            print(f"[eval] {self.name}: {len(self.missing)} pool item(s) without an embedding, ranked last",
+                  file=sys.stderr)
+        return out
+
+
+@dataclass
+class TextOnlyScorer:
+    """Persona text vs item "title. text" through the frozen text encoder (the paper's "Text" column)."""
+
+    name: str
+    spec: StudentSpec
+    catalog_dir: str
+    split: str
+    _student: object = None
+
+    def load(self) -> "TextOnlyScorer":
+        from distill.student import build_student
+
+        if self._student is None:
+            self._student = build_student(self.spec).eval()
+        return self
+
+    def persona_embeddings(self, persona_texts: list[str]) -> np.ndarray:
+        self.load()
+        return self._student.encode_texts(list(persona_texts)).numpy().astype(np.float32)
+
+    def scores(self, persona_texts: list[str], item_ids: list[str], persona_batch: int = 256) -> np.ndarray:
+        return cosine_scores(self, persona_texts, item_ids, persona_batch)
+
+    def item_embeddings(self, item_ids: list[str]) -> np.ndarray:
+        from distill.catalog import read_catalog
+
+        self.load()
+        table = read_catalog(self.catalog_dir, self.split, columns=["item_id", "title", "text"])
+        text_of = {i: f"{t}. {x}" if x else t for i, t, x in zip(
+            table["item_id"].to_pylist(), table["title"].to_pylist(), table["text"].to_pylist())}
+        missing = [i for i in item_ids if i not in text_of]
+        if missing:
+            raise KeyError(f"{len(missing)} pool item(s) not in catalog {self.catalog_dir} split "
+                           f"{self.split!r}, e.g. {missing[:3]}")
+        return self._student.encode_texts([text_of[i] for i in item_ids]).numpy().astype(np.float32)
+
+
+@dataclass
+class RandomScorer:
+    """Seeded uniform scores; a persona's scores depend only on (seed, persona text, item id)."""
+
+    name: str = "random"
+    seed: int = 0
+
+    def scores(self, persona_texts: list[str], item_ids: list[str], persona_batch: int = 256) -> np.ndarray:
+        out = np.empty((len(persona_texts), len(item_ids)), dtype=np.float32)
+        for row, text in enumerate(persona_texts):
+            rng = np.random.default_rng([self.seed, stable_hash("random-baseline", text) % (2**63)])
+            out[row] = rng.random(len(item_ids))
+        return out
+
+
+@dataclass
+class ModelEntry:
+    """One column of the report: a scorer plus what the report says about it."""
+
+    name: str
+    scorer: object
+    kind: str  # distilled | base | uniform | text | random | extra | round
+    source: str = ""
+    train_dir: str | None = None
+
+
+def try_load(entry: ModelEntry, skipped: dict[str, str]) -> ModelEntry | None:
+    """Load a model's text tower; a model that cannot load (e.g. weights not available offline) is
+    skipped with its reason recorded, never a crash."""
+    try:
+        if hasattr(entry.scorer, "load"):
+            entry.scorer.load()
+        return entry
+    except (StudentLoadError, OSError, RuntimeError, ValueError) as err:
+        reason = str(err).splitlines()[0][:300]
+        skipped[entry.name] = reason
+        log.warning("skipping model %s: %s", entry.name, reason)
+        print(f"[eval] skipping model {entry.name!r}: {reason}", file=sys.stderr)
+        return None
