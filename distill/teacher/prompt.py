@@ -1,0 +1,162 @@
+"""The teacher prompt (one user message: persona + N labelled images) and the strict answer parser.
+
+The answer must be a JSON object {"ranking": [...]} holding a permutation of 1..N (best first). The
+paper's bare comma list ("3,1,2,5,4") is accepted too, and for a two-image compare a single number
+("2") names the winner. Anything else is rejected with a short reason string; the parser never raises.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import re
+from dataclasses import dataclass
+
+from PIL import Image
+
+RANK_INSTRUCTIONS = (
+    "You are evaluating how well each product in the images matches a given customer persona.\n\n"
+    "Persona: {persona}\n\n"
+    "You will be shown {n} product images, labelled Image 1 to Image {n}. "
+    "Rank the images from best fit to worst fit for this persona."
+)
+RANK_REPLY = (
+    'Reply ONLY with a JSON object of the form {{"ranking": {example}}}: every image number from 1 to {n} '
+    "exactly once, best fit first. No explanation."
+)
+COMPARE_INSTRUCTIONS = (
+    "You are evaluating which of two products better matches a given customer persona.\n\n"
+    "Persona: {persona}\n\n"
+    "You will be shown two product images, labelled Image 1 and Image 2. Output which fits better."
+)
+COMPARE_REPLY = (
+    'Reply ONLY with a JSON object {{"ranking": [b, w]}} where b is the number of the image that fits '
+    'the persona better and w the other one, e.g. {{"ranking": [2, 1]}}. No explanation.'
+)
+REPAIR = (
+    "Your previous answer could not be used ({reason}). Reply ONLY with a JSON object "
+    '{{"ranking": [...]}} that lists each image number from 1 to {n} exactly once, best fit first, '
+    "and nothing else."
+)
+
+
+@dataclass(frozen=True)
+class ParsedRanking:
+    order: tuple[int, ...]  # 1-based image numbers, best -> worst
+    form: str  # "json", "list" or "single"
+
+
+def example_permutation(n: int) -> list[int]:
+    # A fixed, visibly non-trivial example; neither identity nor reversed, so it suggests no default.
+    return [((k + 2) % n) + 1 for k in range(n)]
+
+
+def image_data_url(img: Image.Image) -> str:
+    """A PNG data URL: lossless, so the teacher sees exactly the pixels the student sees."""
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def build_messages(persona_text: str, image_urls: list[str], task: str = "rank",
+                   repairs: list[tuple[str, str]] | None = None) -> list[dict]:
+    """OpenAI chat messages: one user turn interleaving "Image k:" labels with image parts.
+
+    `repairs` appends, for each failed attempt, the assistant's raw answer and a corrective user turn.
+    """
+    n = len(image_urls)
+    if task == "compare":
+        if n != 2:
+            raise ValueError(f"a compare request needs exactly 2 images, got {n}")
+        head, tail = COMPARE_INSTRUCTIONS.format(persona=persona_text), COMPARE_REPLY
+    else:
+        head = RANK_INSTRUCTIONS.format(persona=persona_text, n=n)
+        tail = RANK_REPLY.format(n=n, example=json.dumps(example_permutation(n)))
+    content: list[dict] = [{"type": "text", "text": head}]
+    for k, url in enumerate(image_urls, start=1):
+        content.append({"type": "text", "text": f"Image {k}:"})
+        content.append({"type": "image_url", "image_url": {"url": url}})
+    content.append({"type": "text", "text": tail})
+    messages = [{"role": "user", "content": content}]
+    for raw, reason in repairs or []:
+        messages.append({"role": "assistant", "content": raw or "(empty)"})
+        messages.append({"role": "user", "content": REPAIR.format(reason=reason, n=n)})
+    return messages
+
+
+def answer_schema(n: int) -> dict:
+    """JSON schema for structured output. uniqueItems is advisory for some grammars: we re-check anyway."""
+    return {
+        "type": "object",
+        "properties": {
+            "ranking": {
+                "type": "array",
+                "items": {"type": "integer", "minimum": 1, "maximum": n},
+                "minItems": n,
+                "maxItems": n,
+                "uniqueItems": True,
+            }
+        },
+        "required": ["ranking"],
+        "additionalProperties": False,
+    }
+
+
+_FENCE = re.compile(r"^```[a-zA-Z]*\s*(.*?)\s*```$", re.S)
+_BARE_LIST = re.compile(r"^\[?\s*(\d+(?:\s*,\s*\d+)*)\s*,?\s*\]?\s*\.?$")
+_SINGLE = re.compile(r"^(\d+)\s*\.?$")
+
+
+def _check_permutation(values: list[int], n: int) -> str | None:
+    if len(values) != n:
+        return f"wrong_length:{len(values)}"
+    if any(v < 1 or v > n for v in values):
+        return "out_of_range"
+    if len(set(values)) != n:
+        return "duplicates"
+    return None
+
+
+def _parse_json(text: str) -> list[int] | str:
+    try:
+        obj = json.loads(text)
+    except json.JSONDecodeError:
+        return "invalid_json"
+    if not isinstance(obj, dict):
+        return "not_an_object"
+    if "ranking" not in obj:
+        return "missing_ranking"
+    if set(obj) != {"ranking"}:
+        return "extra_keys"
+    values = obj["ranking"]
+    if not isinstance(values, list):
+        return "ranking_not_a_list"
+    if any(isinstance(v, bool) or not isinstance(v, int) for v in values):
+        return "non_integer"
+    return values
+
+
+def parse_ranking(text: str | None, n: int) -> ParsedRanking | str:
+    """A ParsedRanking when `text` is exactly a permutation of 1..n, else the reason it is not."""
+    text = (text or "").strip()
+    fenced = _FENCE.match(text)
+    if fenced:
+        text = fenced.group(1).strip()
+    if not text:
+        return "empty"
+    if text.startswith("{"):
+        values, form = _parse_json(text), "json"
+        if isinstance(values, str):
+            return values
+    elif n == 2 and _SINGLE.match(text):
+        winner = int(_SINGLE.match(text).group(1))
+        if winner not in (1, 2):
+            return "out_of_range"
+        return ParsedRanking((winner, 3 - winner), "single")
+    elif _BARE_LIST.match(text):
+        values, form = [int(v) for v in re.findall(r"\d+", text)], "list"
+    else:
+        return "prose" if re.search(r"\d", text) else "no_numbers"
+    bad = _check_permutation(values, n)
+    return bad if bad else ParsedRanking(tuple(values), form)
