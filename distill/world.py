@@ -483,7 +483,7 @@ def build_world(
                 skipped_ids.setdefault("photo_unavailable", []).append(f"{item_id}: {err}")
                 continue
             rows.append(dict(item_id=item_id, image=encode_png(img), title=p.title,
-                             text=f"{p.title}. {p.text}. photo", category=p.category))
+                             text=f"{p.title}. {p.text}", category=p.category))
             groups_of[item_id] = PHOTO_GROUP
     rows.sort(key=lambda r: r["item_id"])
     ids = [r["item_id"] for r in rows]
