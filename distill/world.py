@@ -521,10 +521,10 @@ def build_world(
     }
     with atomic_dir(out_dir, overwrite=overwrite) as tmp:
         cat_dir = tmp / "catalog"
-        write_catalog_items(table, cat_dir, rows_per_file)
+        files = write_catalog_items(table, cat_dir, rows_per_file)
         write_json(cat_dir / MANIFEST, catalog_manifest(
             table, "embedded world: OpenMoji glyphs + packaged photos (distill.world)",
-            skipped, groups=per_group, excluded=excluded, skipped_ids=skipped_ids, image_size=image_size,
+            skipped, files=files, groups=per_group, excluded=excluded, skipped_ids=skipped_ids, image_size=image_size,
             sources=sources, seed=seed,
         ))
         per_dir = tmp / "personas"
