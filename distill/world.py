@@ -160,7 +160,8 @@ def _package_dir(name: str) -> Path:
 
 
 def emoji_test_path() -> Path:
-    return _package_dir("emoji_data") / "data" / "emoji-test.txt"
+    # Unicode's emoji-test.txt (Unicode licence), vendored in distill/data: names, groups, subgroups.
+    return Path(__file__).parent / "data" / "emoji-test.txt"
 
 
 def openmoji_font_path() -> Path:
@@ -389,8 +390,8 @@ def attribution_text() -> str:
         "## Unicode emoji data (item titles, groups and categories)",
         "",
         "Item titles, groups and subgroups come from `emoji-test.txt` (Unicode Technical Standard #51",
-        "data, read from the file shipped in the `emoji-data` package; none of that package's code is",
-        "used). © Unicode, Inc.; Unicode License v3 — https://www.unicode.org/license.txt and",
+        "data, Unicode 17.0, vendored as `distill/data/emoji-test.txt`).",
+        "© Unicode, Inc.; Unicode License v3 — https://www.unicode.org/license.txt and",
         "https://www.unicode.org/terms_of_use.html. Chess piece names come from the Unicode Character",
         "Database (Python's `unicodedata`).",
         "",
