@@ -97,6 +97,7 @@ class CpuTeacher(Teacher):
         items = self._embed([item_text(c.title, c.text, c.category) for c in req.candidates])
         score = items @ persona
         if self.classifier is not None:
+            self._imagenet_topk([req])  # no-op for items already classified
             w = self.cfg.cpu.imagenet_weight
             evidence = np.zeros_like(score)
             for i, c in enumerate(req.candidates):
