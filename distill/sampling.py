@@ -388,7 +388,9 @@ def sample_groups(
     for persona, pool in pools:
         stats.truncated_personas += int(pool is not None and pool.truncated)
         # Only one persona's pool is alive at a time: its members arrays are O(N_items).
-        for position, group in zip(positions_of[persona], _persona_groups(persona, positions_of[persona], pool, n_items, cfg, round, stats)):
+        positions = positions_of[persona]
+        groups = _persona_groups(persona, positions, pool, n_items, cfg, round, stats)
+        for position, group in zip(positions, groups):
             rows[position] = group
     rows = [row for row in rows if row is not None]
     stats.groups = len(rows)
@@ -416,7 +418,15 @@ def _rng(cfg: SamplerConfig, round: int, stream: int, position: int = 0, attempt
     return np.random.default_rng([cfg.seed, round, stream, position, attempt])
 
 
-def _persona_groups(persona: int, positions: list[int], pool: BinPool | None, n_items: int, cfg: SamplerConfig, round: int, stats: SamplingStats):
+def _persona_groups(
+    persona: int,
+    positions: list[int],
+    pool: BinPool | None,
+    n_items: int,
+    cfg: SamplerConfig,
+    round: int,
+    stats: SamplingStats,
+):
     """The groups of one persona, in sequence order; a repeated item set is redrawn, then dropped (None)."""
     seen: set[frozenset] = set()
     for position in positions:
@@ -424,7 +434,8 @@ def _persona_groups(persona: int, positions: list[int], pool: BinPool | None, n_
         for attempt in range(_MAX_REDRAWS + 1):
             rng = _rng(cfg, round, _GROUP, position, attempt)
             if pool is None:
-                items, bins = draw_uniform_distinct(rng, n_items, cfg.group_size, set()), [UNIFORM_BIN] * cfg.group_size
+                items = draw_uniform_distinct(rng, n_items, cfg.group_size, set())
+                bins = [UNIFORM_BIN] * cfg.group_size
             else:
                 items, bins = draw_group(rng, pool, cfg.draws, n_items)
             if frozenset(items) not in seen:
