@@ -157,6 +157,16 @@ def test_unknown_override_is_an_error_naming_the_key():
         load_pipeline_config(ROOT / "configs/production.yaml", ["teacher.vllm.accelerator=L4"])
 
 
+def test_configuration_reference_is_current():
+    """docs/configuration.md is generated from PipelineConfig: a new or changed field needs a regeneration."""
+    import subprocess
+    import sys
+
+    check = subprocess.run([sys.executable, str(ROOT / "scripts" / "gen_config_docs.py"), "--check"],
+                           capture_output=True, text=True, timeout=120)
+    assert check.returncode == 0, f"{check.stderr.strip()} (python scripts/gen_config_docs.py regenerates it)"
+
+
 # ------------------------------------------------------------------------------------------------- KubeRay
 
 
