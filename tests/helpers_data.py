@@ -86,3 +86,30 @@ def make_personas(root: str | Path, texts: list[str]) -> Path:
     rows = [{"persona_id": f"p{i:03d}", "text": t, "split": SPLITS[i % 3]} for i, t in enumerate(texts)]
     pq.write_table(conform(pa.Table.from_pylist(rows), PERSONAS), root / "personas.parquet")
     return root
+
+
+def make_index(model_dir: str | Path, catalog_dir: str | Path, out_root: str | Path, factory: str | None = None,
+               make_current: bool = True) -> dict:
+    """Publish an index version of a tiny catalog, embedding in-process (no Ray Data) for speed."""
+    import numpy as np
+
+    from distill import index as idx
+    from distill.embed import ImageEmbedder
+    from distill.schemas import embeddings_schema
+    from distill.settings import IndexConfig
+
+    catalog = Path(catalog_dir)
+    stage = idx.stage_dir(out_root, model_dir, catalog)
+    rows = pa.concat_tables(pq.read_table(f) for f in sorted((catalog / "items").glob("*.parquet")))
+    batch = {c: np.asarray(rows[c].to_pylist(), dtype=object) for c in ("item_id", "image", "image_path")}
+    out = ImageEmbedder(str(model_dir), str(catalog))(batch)
+    ok = np.array([e is None for e in out["error"]])
+    emb = out["embedding"][ok]
+    vectors = pa.FixedSizeListArray.from_arrays(pa.array(emb.reshape(-1), pa.float32()), emb.shape[1])
+    table = pa.Table.from_arrays([pa.array(list(out["item_id"][ok]), pa.string()), vectors],
+                                 schema=embeddings_schema(emb.shape[1]))
+    pq.write_table(table, stage / idx.EMBEDDINGS_DIR / "part-00000.parquet")
+    skipped = [(str(i), str(e)) for i, e in zip(out["item_id"][~ok], out["error"][~ok])]
+    return idx.publish_version(stage / idx.EMBEDDINGS_DIR, catalog, Path(model_dir), Path(out_root),
+                               IndexConfig(factory=factory), skipped, make_current=make_current, progress=False)
+
