@@ -33,10 +33,11 @@ START_TIMEOUT_S = 180
 SUBMIT_TIMEOUT_S = 300
 RESULT_PREFIX = "JOB_RESULT "
 
-# The job: load both pipeline configs from the uploaded working dir, run a real task on the head, and report
-# which interpreter and which `distill` it saw.
+# The job: parse the real label entry point's arguments (--help: cheap), load both pipeline configs from the
+# uploaded working dir, run a real task on the head, and report which interpreter it all ran on.
 JOB_CODE = f"""
-import json, sys, ray, distill
+import json, subprocess, sys, ray, distill
+label_help = subprocess.run([sys.executable, "ray_jobs/label.py", "--help"], capture_output=True, text=True)
 from distill.settings import load_pipeline_config
 from distill.splits import stable_hash
 sizes = {{p: load_pipeline_config(p).label.groups for p in ("configs/embedded.yaml", "configs/production.yaml")}}
@@ -48,7 +49,8 @@ def hashed(text):
     return stable_hash(text), sys.executable
 value, task_python = ray.get(hashed.remote("red apple"))
 print({RESULT_PREFIX!r} + json.dumps({{"hash": value, "expected": stable_hash("red apple"), "groups": sizes,
-      "driver_python": sys.executable, "task_python": task_python, "cwd_has_ray_jobs": __import__("os").path.isdir("ray_jobs")}}))
+      "driver_python": sys.executable, "task_python": task_python, "cwd_has_ray_jobs": __import__("os").path.isdir("ray_jobs"),
+      "label_help_rc": label_help.returncode, "label_help": label_help.stdout[:200]}}))
 """
 
 
@@ -199,6 +201,7 @@ def test_job_submit_runs_the_project_on_a_local_head(local_head):
     assert Path(result["driver_python"]).parent == VENV_BIN
     assert Path(result["task_python"]).parent == VENV_BIN
     assert result["cwd_has_ray_jobs"] is True
+    assert result["label_help_rc"] == 0 and result["label_help"].startswith("usage: label.py")
     assert local_head.status(submission_id) == "succeeded"
 
 
