@@ -50,12 +50,9 @@ def cmd_rank(args) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="distill", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    try:
-        from distill.cli_data import add_data_commands
-    except ImportError as err:  # the data commands need distill.world / distill.catalog
-        print(f"distill: data commands unavailable ({err})", file=sys.stderr)
-    else:
-        add_data_commands(sub)
+    from distill.cli_data import add_data_commands
+
+    add_data_commands(sub)
 
     p = sub.add_parser("align", help="caption-align the student's image tower on item titles (the base model)")
     _add_config_args(p)
