@@ -1,0 +1,264 @@
+"""The Ray Serve retriever against a real `serve.run` on CPU (loopback only, a free port)."""
+
+import os
+import re
+import shutil
+import socket
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import faiss
+import httpx
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import yaml
+from helpers_data import make_catalog, make_index
+
+from distill import index as idx
+from distill.settings import ServeConfig
+from distill.student import save_student
+
+pytestmark = pytest.mark.slow
+CHROMIUM = "/usr/bin/chromium"
+SERVE_DIR = Path(__file__).resolve().parents[1] / "serve"
+SMALL = {"num_cpus": 0.1}  # several deployments on a 2-CPU test cluster
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory, offline_student):
+    root = tmp_path_factory.mktemp("serve-world")
+    model_a = save_student(offline_student, root / "model-a")
+    catalog = make_catalog(root / "catalog", n=12, corrupt=("item-011",))
+    v1 = make_index(model_a, catalog, root / "index")
+    return {"root": root, "model": model_a, "catalog": catalog, "index": root / "index", "v1": v1}
+
+
+@pytest.fixture(scope="module")
+def server(world, ray_session):
+    from ray import serve
+
+    import serve.app as app
+
+    port = free_port()
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    cfg = ServeConfig(version_poll_s=0.3, cors_origins=["http://shop.example"], max_k=20)
+    serve.run(app.compose(str(world["index"]), cfg, actor_options=SMALL), name="retriever", route_prefix="/",
+              logging_config={"enable_access_log": False})
+    client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60)
+    yield {"port": port, "client": client, "url": f"http://127.0.0.1:{port}"}
+    client.close()
+    serve.shutdown()
+
+
+def test_search_returns_items_with_scores_titles_and_images(server, world):
+    c = server["client"]
+    r = c.post("/search", json={"query": "a red ball", "k": 5})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["version"] == world["v1"]["version"] and len(body["results"]) == 5
+    scores = [h["score"] for h in body["results"]]
+    assert scores == sorted(scores, reverse=True)
+    titles = {f"item-{i:03d}": t for i, t in enumerate(["red ball", "green ball", "blue ball"])}
+    for hit in body["results"]:
+        assert hit["image_url"] == f"/items/{hit['item_id']}/image"
+        assert hit["item_id"] != "item-011"  # its image is corrupt, so it was never indexed
+        if hit["item_id"] in titles:
+            assert hit["title"] == titles[hit["item_id"]]
+    img = c.get(body["results"][0]["image_url"], params={"size": 64})
+    assert img.status_code == 200 and img.headers["content-type"] == "image/png"
+    from PIL import Image
+    import io
+
+    assert Image.open(io.BytesIO(img.content)).size == (64, 64)
+    # k beyond the catalog returns every indexed item once.
+    r = c.post("/search", json={"query": "kite", "k": 20})
+    assert len({h["item_id"] for h in r.json()["results"]}) == 11
+
+
+BAD_REQUESTS = [
+    ("empty query", "POST", "/search", {"json": {"query": "", "k": 3}}, 422, "query"),
+    ("blank query", "POST", "/search", {"json": {"query": "   ", "k": 3}}, 422, "empty"),
+    ("oversized query", "POST", "/search", {"json": {"query": "x" * 2001}}, 422, "at most 2000"),
+    ("k zero", "POST", "/search", {"json": {"query": "ball", "k": 0}}, 422, "k:"),
+    ("k above max", "POST", "/search", {"json": {"query": "ball", "k": 21}}, 422, "less than or equal to 20"),
+    ("k as string", "POST", "/search", {"json": {"query": "ball", "k": "5"}}, 422, "valid integer"),
+    ("query as number", "POST", "/search", {"json": {"query": 5}}, 422, "valid string"),
+    ("unknown field", "POST", "/search", {"json": {"query": "ball", "kk": 1}}, 422, "kk"),
+    ("malformed json", "POST", "/search", {"content": b'{"query": "ball"', "headers": {"content-type": "application/json"}},
+     422, "malformed JSON"),
+    ("not an object", "POST", "/search", {"json": ["ball"]}, 422, "body"),
+    ("body too large", "POST", "/search", {"content": b"x" * 70_000, "headers": {"content-type": "application/json"}},
+     413, "larger than"),
+    ("unknown id", "GET", "/items/no-such-item/image", {}, 404, "unknown item id"),
+    ("corrupt item is unknown", "GET", "/items/item-011/image", {}, 404, "unknown item id"),
+    ("path-like id", "GET", "/items/..%2F..%2Fetc%2Fpasswd/image", {}, 404, "unknown item id"),
+    ("thumbnail size", "GET", "/items/item-000/image?size=5000", {}, 422, "size"),
+    ("empty embedding input", "POST", "/v1/embeddings", {"json": {"input": [], "model": "m"}}, 422, "at least one"),
+    ("blank embedding input", "POST", "/v1/embeddings", {"json": {"input": ["ok", " "]}}, 422, "input[1]"),
+    ("token arrays", "POST", "/v1/embeddings", {"json": {"input": [[1, 2, 3]]}}, 422, "input"),
+    ("wrong dimensions", "POST", "/v1/embeddings", {"json": {"input": "a", "dimensions": 3}}, 422, "384"),
+    ("wrong method", "GET", "/search", {}, 405, ""),
+]
+
+
+@pytest.mark.parametrize("name,method,path,kwargs,status,fragment", BAD_REQUESTS, ids=[b[0] for b in BAD_REQUESTS])
+def test_bad_input_gets_a_clear_4xx(server, name, method, path, kwargs, status, fragment):
+    r = server["client"].request(method, path, **kwargs)
+    assert r.status_code == status, (name, r.status_code, r.text)
+    assert fragment in str(r.json()["detail"]), r.text
+
+
+def test_openai_client_against_v1_embeddings(server, offline_student):
+    import openai
+
+    client = openai.OpenAI(base_url=f"{server['url']}/v1", api_key="unused", max_retries=0)
+    texts = ["a gift for a mother who loves gardening", "a blue kite"]
+    resp = client.embeddings.create(input=texts, model="distill")  # the client asks for base64 by default
+    assert [d.index for d in resp.data] == [0, 1] and resp.model.startswith("distill-v")
+    assert resp.usage.prompt_tokens > 0
+    got = np.array([d.embedding for d in resp.data], dtype=np.float32)
+    assert got.shape == (2, 384) and np.allclose(np.linalg.norm(got, axis=1), 1, atol=1e-4)
+    want = offline_student.encode_texts(texts).numpy()  # the served model is this student, saved
+    assert np.allclose(got, want, atol=1e-4)
+    floats = client.embeddings.create(input="a blue kite", model="distill", encoding_format="float")
+    assert np.allclose(floats.data[0].embedding, got[1], atol=1e-5)
+
+
+def test_healthz_docs_and_cors(server, world):
+    c = server["client"]
+    health = c.get("/healthz").json()
+    assert health["status"] == "ok" and health["ntotal"] == 11 and health["dim"] == 384
+    paths = c.get("/openapi.json").json()["paths"]
+    assert {"/search", "/v1/embeddings", "/items/{item_id}/image", "/healthz"} <= set(paths)
+    assert c.get("/docs").status_code == 200
+    pre = c.options("/search", headers={"Origin": "http://shop.example", "Access-Control-Request-Method": "POST"})
+    assert pre.headers["access-control-allow-origin"] == "http://shop.example"
+    other = c.options("/search", headers={"Origin": "http://evil.example", "Access-Control-Request-Method": "POST"})
+    assert "access-control-allow-origin" not in other.headers
+
+
+@pytest.mark.skipif(not os.path.exists(CHROMIUM), reason=f"{CHROMIUM} is missing (apt-get install chromium)")
+def test_page_in_headless_chromium_shows_result_images(server, tmp_path):
+    cmd = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+           "--disable-component-update", "--no-first-run", f"--user-data-dir={tmp_path / 'profile'}",
+           "--virtual-time-budget=15000", "--dump-dom", f"{server['url']}/?q=a+red+ball"]
+    dom = subprocess.run(cmd, capture_output=True, text=True, timeout=120).stdout
+    imgs = re.findall(r"<img[^>]*>", dom)
+    srcs = [re.search(r'src="([^"]+)"', i).group(1) for i in imgs]
+    assert len(srcs) == 11, dom[-2000:]  # 12 items, one corrupt: k=12 shows all indexed ones
+    assert all(re.fullmatch(r"/items/item-\d{3}/image", s) for s in srcs)
+    assert all('data-loaded="1"' in i for i in imgs), "every result image must have loaded"
+    assert "results in" in dom
+
+
+def test_check_health_fails_on_dimension_mismatch_or_empty_index(world, tmp_path):
+    from serve.app import ImageIndex
+
+    bad_root = tmp_path / "bad-index"
+    shutil.copytree(world["index"], bad_root)
+    vdir = bad_root / world["v1"]["version"]
+    healthy = ImageIndex.func_or_class(str(bad_root))
+    healthy.check_health()  # the real index passes
+    small = faiss.IndexFlatIP(8)
+    small.add(np.eye(8, dtype=np.float32)[np.arange(11) % 8])  # same row count, wrong dimension
+    faiss.write_index(small, str(vdir / idx.INDEX_FILE))
+    with pytest.raises(RuntimeError, match="index dimension 8 does not match the query encoder's 384"):
+        ImageIndex.func_or_class(str(bad_root)).check_health()
+    faiss.write_index(faiss.IndexFlatIP(384), str(vdir / idx.INDEX_FILE))
+    pq.write_table(idx.IDS_SCHEMA.empty_table(), vdir / idx.IDS_FILE)
+    with pytest.raises(RuntimeError, match="is empty"):
+        ImageIndex.func_or_class(str(bad_root)).check_health()
+
+
+def test_auth_with_api_key_header(world, server):
+    from ray import serve
+
+    import serve.app as app
+
+    cfg = ServeConfig(api_key_env="DISTILL_TEST_API_KEY")
+    secret = {"runtime_env": {"env_vars": {"DISTILL_TEST_API_KEY": "s3cret"}}}
+    serve.run(app.compose(str(world["index"]), cfg, actor_options=SMALL, api_actor_options=secret),
+              name="secure", route_prefix="/secure", logging_config={"enable_access_log": False})
+    try:
+        c = server["client"]
+        assert c.get("/secure/healthz").status_code == 200  # health stays open
+        assert c.get("/secure/").status_code == 200  # the static page holds no data
+        denied = c.post("/secure/search", json={"query": "ball", "k": 2})
+        assert denied.status_code == 401 and "X-API-Key" in denied.json()["detail"]
+        assert c.post("/secure/search", json={"query": "ball"}, headers={"X-API-Key": "wrong"}).status_code == 401
+        ok = c.post("/secure/search", json={"query": "ball", "k": 2}, headers={"X-API-Key": "s3cret"})
+        assert ok.status_code == 200
+        url = ok.json()["results"][0]["image_url"]
+        assert url.startswith("/secure/items/")
+        assert c.get(url).status_code == 401
+        assert c.get(url, headers={"X-API-Key": "s3cret"}).status_code == 200
+    finally:
+        serve.delete("secure")
+
+
+def test_serve_config_yaml_is_a_valid_serve_deploy_file(world):
+    from ray.serve.schema import ServeDeploySchema
+
+    import serve.app as app
+
+    raw = yaml.safe_load((SERVE_DIR / "serve_config.yaml").read_text())
+    schema = ServeDeploySchema.model_validate(raw)
+    [application] = schema.applications
+    assert application.import_path == "serve.app:build_app"
+    deployments = {d.name: d for d in application.deployments}
+    assert set(deployments) == {"QueryEncoder", "ImageIndex", "Api"}
+    assert all(d.max_ongoing_requests for d in deployments.values())
+    assert deployments["QueryEncoder"].autoscaling_config["max_replicas"] > 1
+    built = app.build_app({**application.args, "index_dir": str(world["index"])})
+    assert built is not None
+    with pytest.raises(FileNotFoundError, match="no CURRENT pointer"):
+        app.build_app({"index_dir": str(world["root"] / "nowhere")})
+
+
+def test_hot_swap_under_concurrent_load_has_zero_errors(server, world):
+    """Publish a new model + index version while 4 clients query; every request must succeed."""
+    from distill.student import build_student
+
+    model_b = save_student(build_student(), world["root"] / "model-b")  # a different image projection
+    v2 = make_index(model_b, world["catalog"], world["index"], make_current=False)
+    errors, versions, done = [], set(), threading.Event()
+
+    def client_loop(i: int) -> None:
+        with httpx.Client(base_url=server["url"], timeout=60) as c:
+            for n in range(400):  # bounded
+                if done.is_set():
+                    return
+                if n % 2:
+                    r = c.post("/search", json={"query": f"a present number {i}", "k": 3})
+                else:
+                    r = c.post("/v1/embeddings", json={"input": ["a kite", "a box"]})
+                if r.status_code != 200:
+                    errors.append((r.status_code, r.text[:200]))
+                elif "version" in r.json():
+                    versions.add(r.json()["version"])
+
+    threads = [threading.Thread(target=client_loop, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    time.sleep(2)
+    idx.set_current(world["index"], v2["version"])
+    deadline = time.time() + 90
+    while time.time() < deadline and server["client"].get("/healthz").json()["version"] != v2["version"]:
+        time.sleep(0.5)
+    time.sleep(2)  # keep the load on the new version for a moment
+    done.set()
+    for t in threads:
+        t.join(timeout=120)
+    assert errors == []
+    assert {world["v1"]["version"], v2["version"]} <= versions
+    health = server["client"].get("/healthz").json()
+    assert health["version"] == v2["version"] and health["model"] == str(Path(model_b).resolve())
