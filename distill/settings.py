@@ -160,6 +160,14 @@ class TrainConfig(StrictModel):
     max_failures: int = 2
     num_to_keep: int = 2
     seed: int = 0
+    # Which part of the image tower trains here: None = the student spec's own `trainable`; an int N
+    # = the last N layer groups + the projection (fewer is much faster on CPU; see docs/training.md).
+    trainable: Literal["all"] | int | None = None
+    lr_schedule: Literal["cosine", "constant"] = "cosine"  # within a round, after the per-round decay
+    lr_min_ratio: float = 0.1  # cosine ends at lr * lr_min_ratio at the round's last step
+    cpus_per_worker: float = 1.0  # Ray Train worker CPUs (torch threads = max(1, int(this)))
+    decode_cpus: float = 0.5  # per Ray Data image-decode task (fractional: leaves room on 2 CPUs)
+    min_delta: float = 0.0  # a round must beat the best val agreement by more than this to count
 
 
 class EvalConfig(StrictModel):
