@@ -113,3 +113,22 @@ def make_index(model_dir: str | Path, catalog_dir: str | Path, out_root: str | P
     return idx.publish_version(stage / idx.EMBEDDINGS_DIR, catalog, Path(model_dir), Path(out_root),
                                IndexConfig(factory=factory), skipped, make_current=make_current, progress=False)
 
+
+TASTES = ["loves everything red", "a fan of blue things", "collects green objects", "only buys yellow stuff",
+          "adores purple", "likes bright orange", "plays with balls", "keeps things in boxes", "flies kites"]
+
+
+def make_training_world(root: str | Path, n_items: int = 30, n_personas: int = 9, image_size: int = 64,
+                        corrupt: tuple[str, ...] = ()) -> dict:
+    """A tiny catalog + personas + saved base student (no alignment) for the training tests.
+
+    Returns the PipelineConfig overrides (a dict) that point every path at `root`.
+    """
+    from distill.student import StudentSpec, build_student, save_student
+
+    root = Path(root)
+    make_catalog(root / "catalog", n=n_items, corrupt=corrupt)
+    make_personas(root / "personas", (TASTES * (n_personas // len(TASTES) + 1))[:n_personas])
+    save_student(build_student(StudentSpec(image_size=image_size)), root / "models" / "base", extra={"role": "base"})
+    return {"paths": {"workdir": str(root), "catalog": str(root / "catalog"), "personas": str(root / "personas")},
+            "student": {"image_size": image_size}}
