@@ -113,3 +113,42 @@ def test_random_groups_are_seeded_and_distinct():
     g1 = random_groups(["p1", "p2"], pool, 3, 5, seed=0)
     assert g1 == random_groups(["p1", "p2"], pool, 3, 5, seed=0)
     assert len(g1) == 6 and all(len(set(m.items)) == 5 for m in g1)
+
+
+@pytest.mark.slow
+def test_real_cpu_teacher_evaluation_is_cached_on_rerun(tmp_path, ray_session, offline_student):
+    """End to end on a tiny shape world: the CPU teacher judges through the label store; a second
+    evaluation (same bracket, any model) sends zero teacher calls and finds the same winners."""
+    import pyarrow.parquet as pq
+
+    from distill.evaluation import run_evaluation
+    from distill.settings import PipelineConfig
+    from distill.student import save_student
+    from helpers_data import make_catalog, make_personas
+
+    make_catalog(tmp_path / "catalog", n=24)  # 8 test items
+    make_personas(tmp_path / "personas", ["loves red things", "a kite flyer", "collects blue boxes",
+                                          "plays ball games", "likes green", "a fan of yellow kites"])
+    save_student(offline_student, tmp_path / "models" / "base")
+    cfg = PipelineConfig.model_validate({
+        "paths": {"workdir": str(tmp_path), "catalog": "{workdir}/catalog", "personas": "{workdir}/personas"},
+        "evaluate": {"n_personas": 2, "groups_per_persona": 2, "grid_personas": 1},
+        "label": {"batch_size": 8, "chunk_size": 16},
+    })
+    first = run_evaluation(cfg, progress=False).report
+    truth = first.tournaments["pairwise"]
+    assert truth["matches"] == 2 * 7 and truth["teacher_calls_sent"] == 14 and truth["cached"] == 0
+    assert first.groups["sent"] == 4
+    assert {m.name for m in first.models} == {"base", "text", "random"}
+    assert "distilled" in first.skipped and "uniform" in first.skipped
+    winners_file = tmp_path / "eval" / "winners-pairwise.parquet"
+    winners = pq.read_table(winners_file).to_pylist()
+
+    second = run_evaluation(cfg, progress=False).report
+    again = second.tournaments["pairwise"]
+    assert again["teacher_calls_sent"] == 0 and again["cached"] == 14
+    assert second.groups["sent"] == 0
+    assert second.winners == first.winners
+    assert pq.read_table(winners_file).to_pylist() == winners
+    md = (tmp_path / "eval" / "report.md").read_text()
+    assert "| Persona | Catalog | Base (caption-aligned) | Text | Random |" in md

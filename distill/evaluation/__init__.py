@@ -175,9 +175,9 @@ def read_results(train_dir: str | Path) -> list[dict]:
     if not path.exists():
         return []
     rows, bad = [], 0
-    for line in path.read_text().splitlines():
+    for line in filter(str.strip, path.read_text().splitlines()):
         try:
-            rows.append(json.loads(line)) if line.strip() else None
+            rows.append(json.loads(line))
         except json.JSONDecodeError:
             bad += 1
     if bad:
@@ -256,15 +256,19 @@ def sampler_curves(cfg, persona_ids, persona_texts, pool, winners, results: dict
 
 
 def _dataset_label(path: Path) -> str:
+    """A short name for a persona set or catalog: its manifest's source ("embedded world: ..." ->
+    "embedded world"; an imported file -> its folder name), else the directory name."""
     manifest = Path(path) / "manifest.json"
+    source = ""
     if manifest.exists():
         try:
-            source = json.loads(manifest.read_text()).get("source")
-            if source:
-                return Path(str(source)).name or str(source)
+            source = str(json.loads(manifest.read_text()).get("source") or "")
         except json.JSONDecodeError:
-            pass
-    return Path(path).name
+            source = ""
+    label = source.split(":")[0].strip()
+    if "/" in label:
+        label = Path(label).parent.name or Path(label).name
+    return label or Path(path).name
 
 
 def run_evaluation(cfg, *, progress: bool = True) -> EvalOutcome:
