@@ -28,7 +28,8 @@ def test_report_writes_table_jsonl_and_pngs(tmp_path):
     pids = ["p000", "p001", "p002", "p003"]
     models = [
         _model("base", "base", 61.25, pids, items),
-        _model("distilled", "distilled", 83.5, pids, items, train={"rounds": 3, "teacher_calls": 1000}),
+        _model("distilled", "distilled", 83.5, pids, items,
+               train={"rounds": 3, "teacher_groups": 1000, "teacher_calls": 900}),
         _model("text", "text", 70.0, pids, items),
         _model("random", "random", 49.0, pids, items),
     ]
@@ -63,7 +64,7 @@ def test_report_writes_table_jsonl_and_pngs(tmp_path):
 
     records = [json.loads(x) for x in (tmp_path / "eval" / "results.jsonl").read_text().splitlines()]
     by_model = {r["model"]: r for r in records if r["type"] == "model"}
-    assert by_model["distilled"]["mpr"] == 83.5 and by_model["distilled"]["train_teacher_calls"] == 1000
+    assert by_model["distilled"]["mpr"] == 83.5 and by_model["distilled"]["train_teacher_groups"] == 1000
     assert {r["type"] for r in records} == {"model", "tournament", "agreement", "curve"}
 
     for f in files:

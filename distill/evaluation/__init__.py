@@ -117,11 +117,14 @@ def _student_entry(name: str, kind: str, model_dir: Path, cfg, skipped: dict, tr
 
 
 def uniform_model_dir(cfg) -> Path:
-    return Path(f"{cfg.path('distilled_model')}-uniform")
+    """Where `train.py --sampler uniform` exports (distill.training.run_paths: a '-uniform' sibling)."""
+    path = cfg.path("distilled_model")
+    return path.with_name(f"{path.name}-uniform")
 
 
 def uniform_train_dir(cfg) -> Path:
-    return Path(f"{cfg.path('train')}-uniform")
+    path = cfg.path("train")
+    return path.with_name(f"{path.name}-uniform")
 
 
 def model_entries(cfg, skipped: dict[str, str]) -> list[ModelEntry]:
@@ -153,7 +156,8 @@ def evaluate_model(entry: ModelEntry, persona_ids, persona_texts, pool, winners:
     winner_idx = np.array([col[winners[p]] for p in persona_ids])
     metrics = winner_metrics(matrix, winner_idx, ev.hit_ks)
     if len(groups.items):
-        group_scores = np.array([[matrix[r, col[i]] for i in items] for r, items in zip(groups.persona_rows, groups.items)])
+        group_scores = np.array([[matrix[r, col[i]] for i in items]
+                                 for r, items in zip(groups.persona_rows, groups.items)])
         metrics.update(group_metrics(group_scores, groups.positions, ev.ndcg_k, ev.recall_ks))
     top = np.argsort(-matrix, axis=1, kind="stable")[:, :5]
     _log(f"{entry.name}: MPR {metrics['mpr']:.2f} ({time.time() - t0:.1f}s)")
@@ -186,19 +190,32 @@ def read_results(train_dir: str | Path) -> list[dict]:
 
 
 def cumulative_calls(row: dict) -> int | None:
-    """Teacher calls spent up to and including a round, from a results.jsonl row."""
-    for key in ("teacher_calls_total", "cumulative_teacher_calls", "groups_total", "labelled_groups_total"):
+    """Teacher-labelled groups consumed up to and including a round (training + validation labels),
+    from a results.jsonl row: what the run would cost from an empty label store."""
+    for key in ("teacher_groups", "teacher_calls"):
         if row.get(key) is not None:
             return int(row[key])
     return None
 
 
 def read_train_summary(train_dir: str | Path) -> dict:
-    rows = read_results(train_dir)
+    """Rounds trained, teacher-labelled groups consumed and teacher calls this run actually paid for."""
+    rows = [r for r in read_results(train_dir) if int(r.get("round", 0)) >= 0]
     if not rows:
         return {}
-    calls = [c for c in (cumulative_calls(r) for r in rows) if c is not None]
-    return {"rounds": len(rows), "teacher_calls": max(calls) if calls else None}
+    groups = [int(r["teacher_groups"]) for r in rows if r.get("teacher_groups") is not None]
+    paid = [int(r["teacher_calls"]) for r in rows if r.get("teacher_calls") is not None]
+    out = {"rounds": len(rows), "teacher_groups": max(groups) if groups else None,
+           "teacher_calls": max(paid) if paid else None}
+    state = Path(train_dir) / "state.json"
+    if state.exists():
+        try:
+            best = json.loads(state.read_text()).get("best_round")
+        except json.JSONDecodeError:
+            best = None
+        out["best_round"] = best
+        out["best_round_groups"] = _calls_by_round(rows).get(best, 0 if best == -1 else None)
+    return out
 
 
 def round_models(train_dir: str | Path) -> list[tuple[int, Path]]:
@@ -213,22 +230,19 @@ def round_models(train_dir: str | Path) -> list[tuple[int, Path]]:
 
 
 def _calls_by_round(rows: list[dict]) -> dict[int, int]:
-    out, running = {}, 0
+    out = {}
     for i, row in enumerate(rows):
-        r = int(row.get("round", i))
         total = cumulative_calls(row)
-        if total is None and row.get("teacher_calls") is not None:
-            running += int(row["teacher_calls"])
-            total = running
-        if total is not None:
-            out[r] = total
+        if total is not None and int(row.get("round", i)) >= 0:
+            out[int(row.get("round", i))] = total
     return out
 
 
 def sampler_curves(cfg, persona_ids, persona_texts, pool, winners, results: dict[str, ModelResult],
                    skipped: dict) -> dict[str, list[CurvePoint]]:
-    """MPR against cumulative teacher calls per sampler: the base at 0 calls, every per-round export
-    that exists (evaluated here), and the exported model at the run's total."""
+    """MPR against teacher-labelled groups consumed, per sampler: the base at 0, every per-round export
+    that exists (evaluated here; the best round reuses the exported model's result), else the exported
+    model at the labels its round had consumed."""
     curves = {}
     base = results.get("base")
     for name, train_dir in (("distilled", cfg.path("train")), ("uniform", uniform_train_dir(cfg))):
@@ -240,13 +254,20 @@ def sampler_curves(cfg, persona_ids, persona_texts, pool, winners, results: dict
             for r, model_dir in round_models(train_dir):
                 if r not in calls:
                     continue
+                if final and r == final.train.get("best_round"):
+                    points.append(CurvePoint(calls[r], final.metrics["mpr"], f"round {r}"))
+                    continue
                 entry = _student_entry(f"{name}-round-{r}", "round", model_dir, cfg, skipped)
                 if entry is not None:
                     res = evaluate_model(entry, persona_ids, persona_texts, pool, winners,
                                          RankedGroups([], [], np.zeros((0, 5))), cfg)
                     points.append(CurvePoint(calls[r], res.metrics["mpr"], f"round {r}"))
-        if final and final.train.get("teacher_calls") is not None:
-            points.append(CurvePoint(final.train["teacher_calls"], final.metrics["mpr"], "exported"))
+        if final and final.train.get("teacher_groups") is not None and not any(
+                p.label == f"round {final.train.get('best_round')}" for p in points):
+            # without per-round exports: the exported (best) model at the labels it had seen
+            x = final.train.get("best_round_groups")
+            points.append(CurvePoint(final.train["teacher_groups"] if x is None else x, final.metrics["mpr"],
+                                     f"exported (round {final.train.get('best_round')})"))
         if len(points) > 1 or final:
             curves[name] = sorted(points, key=lambda p: p.calls)
     return curves

@@ -115,12 +115,12 @@ def metric_columns(models: list[ModelResult]) -> list[str]:
 def details_table(data: ReportData) -> str:
     models = data.ordered_models()
     cols = metric_columns(models)
-    head = "| Model | " + " | ".join(cols) + " | teacher calls (training) | source |"
+    head = "| Model | " + " | ".join(cols) + " | teacher groups (training run) | source |"
     rule = "|---|" + "---|" * (len(cols) + 2)
     rows = []
     for m in models:
         vals = [_fmt(m.metrics.get(c)) for c in cols]
-        rows.append(f"| {m.label} | " + " | ".join(vals) + f" | {_fmt(m.train.get('teacher_calls'))} | "
+        rows.append(f"| {m.label} | " + " | ".join(vals) + f" | {_fmt(m.train.get('teacher_groups'))} | "
                     f"{m.source.replace('|', '/')} |")
     return "\n".join([head, rule, *rows])
 
@@ -185,7 +185,10 @@ def write_results_jsonl(data: ReportData, path: Path) -> Path:
     for m in data.ordered_models():
         lines.append({"type": "model", "model": m.name, "kind": m.kind, "source": m.source, **common,
                       **m.metrics, "train_rounds": m.train.get("rounds"),
-                      "train_teacher_calls": m.train.get("teacher_calls"), "missing_items": m.missing_items})
+                      "train_teacher_groups": m.train.get("teacher_groups"),
+                      "train_teacher_calls": m.train.get("teacher_calls"),
+                      "train_best_round": m.train.get("best_round"),
+                      "missing_items": m.missing_items})
     for variant, t in data.tournaments.items():
         lines.append({"type": "tournament", **common, **t, "variant": variant})
     if data.agreement:
@@ -214,7 +217,7 @@ def plot_mpr_vs_calls(data: ReportData, path: Path) -> Path:
                         textcoords="offset points", xytext=(-4, 3), ha="right", fontsize=8, color="dimgrey")
     if not data.curves:
         ax.text(0.5, 0.5, "no training runs found", transform=ax.transAxes, ha="center", color="grey")
-    ax.set_xlabel("teacher calls spent on training labels")
+    ax.set_xlabel("teacher-labelled groups consumed by training (incl. validation groups)")
     ax.set_ylabel("MPR of the teacher's winner (%)")
     ax.set_title(f"MPR vs teacher calls ({data.persona_set} x {data.catalog}, {len(data.persona_ids)} personas)")
     ax.grid(alpha=0.3)
