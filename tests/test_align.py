@@ -5,7 +5,7 @@ import torch
 from distill.align import align_student, recall_of_own_title
 from distill.settings import PipelineConfig
 from distill.student import load_student
-from tests.helpers_data import make_catalog
+from helpers_data import make_catalog
 
 
 def test_recall_of_own_title_brute_force():

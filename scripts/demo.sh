@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# The whole product on the embedded default, as a user runs it on a cluster:
+#   local Ray head -> ray job submit label -> train (aligned + uniform ablation) -> evaluate -> index
+#   -> Ray Serve retriever -> a sample query -> stop (KEEP_SERVING=1 leaves Serve running).
+# Usage: scripts/demo.sh [CONFIG] [WORKDIR]   (make demo calls it with the venv first on PATH)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+CONFIG=${1:-configs/embedded.yaml}
+WORKDIR=${2:-runs/embedded}
+KEEP_SERVING=${KEEP_SERVING:-0}
+ABLATION=${ABLATION:-1}
+DASH_PORT=${DASH_PORT:-8265}
+SERVE_PORT=${SERVE_PORT:-8000}
+export RAY_USAGE_STATS_ENABLED=0 HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1
+# Loopback-only demo cluster: token auth off (Ray 2.60 turns it on by default; see docs/operations.md).
+export RAY_AUTH_MODE=disabled
+export RAY_ADDRESS="http://127.0.0.1:${DASH_PORT}"
+t_start=$(date +%s)
+stamp() { echo; echo "=== [$(( $(date +%s) - t_start ))s] $*"; }
+
+started_head=0
+cleanup() {
+  if [ "$KEEP_SERVING" != "1" ] && [ "$started_head" = "1" ]; then
+    stamp "stopping the local Ray head"
+    ray stop --force >/dev/null 2>&1 || true
+  fi
+}
+trap cleanup EXIT
+
+if ! ray job list >/dev/null 2>&1; then
+  stamp "starting a local Ray head (2 CPUs, dashboard on 127.0.0.1:${DASH_PORT})"
+  ray start --head --num-cpus=2 --dashboard-host=127.0.0.1 --dashboard-port="${DASH_PORT}" \
+    --include-dashboard=true --disable-usage-stats >/dev/null
+  started_head=1
+fi
+
+submit() { ray job submit --working-dir . --runtime-env-json '{"excludes": ["runs/", ".venv/", ".git/"]}' -- "$@"; }
+
+stamp "label: world build (if missing), caption-aligned base, round-0 groups -> teacher"
+WD="paths.workdir=$(pwd)/${WORKDIR}"  # absolute: jobs run from Ray's copy of the working dir
+submit python ray_jobs/label.py --config "$CONFIG" --set "$WD"
+stamp "train: Ray Train DDP with preference-aligned re-sampling"
+submit python ray_jobs/train.py --config "$CONFIG" --set "$WD" --sampler aligned
+if [ "$ABLATION" = "1" ]; then
+  stamp "train: uniform-sampling ablation at equal teacher budget"
+  submit python ray_jobs/train.py --config "$CONFIG" --set "$WD" --sampler uniform
+fi
+stamp "evaluate: teacher tournaments, MPR, baselines, report"
+submit python ray_jobs/evaluate.py --config "$CONFIG" --set "$WD"
+stamp "index: embed the catalog with the distilled student, build FAISS"
+submit python ray_jobs/index.py --config "$CONFIG" --set "$WD"
+
+stamp "serve: Ray Serve retriever on http://127.0.0.1:${SERVE_PORT}/"
+python scripts/serve_demo.py --config "$CONFIG" --set "$WD" \
+  --query "a gift for a mother who loves gardening" --port "${SERVE_PORT}" \
+  $( [ "$KEEP_SERVING" = "1" ] && echo --keep )
+
+stamp "done in $(( $(date +%s) - t_start ))s. Report: ${WORKDIR}/eval/report.md"
