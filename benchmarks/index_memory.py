@@ -1,7 +1,7 @@
 """Peak memory of the index job (ray_jobs/index.py) on a catalog 10x larger than the base size.
 
 Each phase runs the real job in a subprocess with its own local Ray cluster; a sampler sums the RSS
-of the job's whole process tree (driver, raylet, embedding actor, ...) every 0.2 s. Streaming
+of the job's whole process tree (driver, raylet, embedding actor, ...) from /proc every 0.2 s. Streaming
 embedding means the peak should stay about the same (ratio ~1.0x) when the catalog grows tenfold:
 only the FAISS index itself (n x dim x 4 bytes) grows with n.
 
@@ -18,27 +18,43 @@ import tempfile
 import time
 from pathlib import Path
 
-import psutil
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))  # the shape-image catalog builder
 
 
-def tree_rss(proc: psutil.Process) -> tuple[int, int, int]:
-    """(driver RSS, largest descendant RSS, total RSS of the tree) in bytes."""
-    try:
-        kids = proc.children(recursive=True)
-        driver = proc.memory_info().rss
-    except psutil.NoSuchProcess:
-        return 0, 0, 0
-    sizes = []
-    for k in kids:
+def _rss_and_parents() -> tuple[dict[int, int], dict[int, int]]:
+    """RSS (bytes) and parent pid of every process, from /proc (Linux)."""
+    rss, parent = {}, {}
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
         try:
-            sizes.append(k.memory_info().rss)
-        except psutil.NoSuchProcess:
-            pass
-    return driver, max(sizes, default=0), driver + sum(sizes)
+            stat = (d / "stat").read_text()
+            status = (d / "status").read_text()
+        except OSError:  # the process exited meanwhile
+            continue
+        pid = int(d.name)
+        parent[pid] = int(stat.rsplit(")", 1)[1].split()[1])
+        line = next((ln for ln in status.splitlines() if ln.startswith("VmRSS:")), None)
+        rss[pid] = int(line.split()[1]) * 1024 if line else 0
+    return rss, parent
+
+
+def tree_rss(root: int) -> tuple[int, int, int]:
+    """(driver RSS, largest descendant RSS, total RSS of the tree) in bytes."""
+    rss, parent = _rss_and_parents()
+    children: dict[int, list[int]] = {}
+    for pid, ppid in parent.items():
+        children.setdefault(ppid, []).append(pid)
+    tree, stack = [], list(children.get(root, []))
+    while stack:
+        pid = stack.pop()
+        tree.append(pid)
+        stack.extend(children.get(pid, []))
+    kids = [rss.get(pid, 0) for pid in tree]
+    driver = rss.get(root, 0)
+    return driver, max(kids, default=0), driver + sum(kids)
 
 
 def run_job(model: Path, catalog: Path, out: Path) -> dict:
@@ -48,10 +64,9 @@ def run_job(model: Path, catalog: Path, out: Path) -> dict:
            "--out", str(out), "--set", "index.num_cpus=0.5", "--set", "index.batch_size=32"]
     t0 = time.time()
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    ps = psutil.Process(proc.pid)
     peak = [0, 0, 0]
     while proc.poll() is None:
-        peak = [max(a, b) for a, b in zip(peak, tree_rss(ps))]
+        peak = [max(a, b) for a, b in zip(peak, tree_rss(proc.pid))]
         time.sleep(0.2)
     out_text = proc.stdout.read()
     if proc.returncode != 0:

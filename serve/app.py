@@ -107,8 +107,7 @@ class QueryEncoder:
 
         manifest = idx.read_index_manifest(self.index_dir, version)
         student = load_student(manifest["model"]["dir"]).eval()
-        return {"version": version, "student": student, "dim": manifest["embed_dim"], "model": manifest["model"],
-                "tokens_pad": 0}
+        return {"version": version, "student": student, "dim": manifest["embed_dim"], "model": manifest["model"]}
 
     def check_health(self) -> None:
         for m in self.models.loaded():
@@ -145,7 +144,8 @@ class LoadedIndex:
     index: Any
     ids: Any
     manifest: dict
-    rows: dict
+    rows: dict  # item_id -> row
+    item_ids: list
     titles: list
     encoder_dim: int | None
 
@@ -172,7 +172,8 @@ class ImageIndex:
         except Exception as err:  # noqa: BLE001 - reported by check_health, with the path
             log.error("index %s: cannot read its model manifest: %s", version, err)
             encoder_dim = None
-        return LoadedIndex(version, index, ids, manifest, idx.row_lookup(ids), ids["title"].to_pylist(), encoder_dim)
+        return LoadedIndex(version, index, ids, manifest, idx.row_lookup(ids), ids["item_id"].to_pylist(),
+                           ids["title"].to_pylist(), encoder_dim)
 
     def check_health(self) -> None:
         for loaded in self.versions.loaded():
@@ -196,9 +197,8 @@ class ImageIndex:
             loaded = await self.versions.get(version)
             scores, hits = idx.search(loaded.index, np.stack([vectors[i] for i in rows]), max(ks[i] for i in rows))
             for j, i in enumerate(rows):
-                out[i] = [{"item_id": loaded.ids["item_id"][int(r)].as_py(), "score": float(s),
-                           "title": loaded.titles[int(r)]}
-                          for s, r in zip(scores[j][: ks[i]], hits[j][: ks[i]]) if r >= 0]
+                out[i] = [{"item_id": loaded.item_ids[r], "score": float(s), "title": loaded.titles[r]}
+                          for s, r in zip(scores[j][: ks[i]].tolist(), hits[j][: ks[i]].tolist()) if r >= 0]
         return out
 
     async def image(self, item_id: str, size: int, version: str) -> dict:
