@@ -528,6 +528,7 @@ class Trainer:
                                teacher_cfg=self.cfg.teacher, label_cfg=self.cfg.label, store=self.store,
                                progress=self.progress)
         self.state.teacher_calls += summary.teacher_calls
+        self.state.save(self.paths)  # paid-for calls are counted even if the round is later killed
         _log(summary.format())
         return labels_for_groups(self.store, self.teacher_id, groups)
 
