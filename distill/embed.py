@@ -18,7 +18,6 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from distill.schemas import embeddings_schema
@@ -36,11 +35,15 @@ def catalog_parquet_files(catalog_dir: str | Path) -> list[str]:
 def read_catalog_dataset(catalog_dir: str | Path, split: str | None = None, columns: list[str] | None = None):
     """A lazy Ray Dataset over a catalog directory, optionally one split."""
     import ray.data
+    from ray.data.expressions import col
 
-    kwargs = {}
-    if split is not None:
-        kwargs["filter"] = pc.field("split") == split
-    return ray.data.read_parquet(catalog_parquet_files(catalog_dir), columns=columns, **kwargs)
+    files = catalog_parquet_files(catalog_dir)
+    if split is None:
+        return ray.data.read_parquet(files, columns=columns)
+    # Ray 2.60 rejects read_parquet(filter=...); filter after the read (pushed down into the scan).
+    read_cols = None if columns is None else list(dict.fromkeys([*columns, "split"]))
+    ds = ray.data.read_parquet(files, columns=read_cols).filter(expr=col("split") == split)
+    return ds if columns is None or "split" in columns else ds.select_columns(columns)
 
 
 class ImageEmbedder:
@@ -127,7 +130,8 @@ def embed_catalog(model, catalog_dir: str | Path, split: str | None = None, *, o
     t0, last = time.time(), time.time()
     for batch in ds.iter_batches(batch_size=batch_size, batch_format="numpy"):
         err = batch["error"]
-        bad = np.array([e is not None for e in err], dtype=bool)
+        # A batch with no error comes back as an all-null column, which numpy shows as NaN, not None.
+        bad = np.array([isinstance(e, str) for e in err], dtype=bool)
         for iid, e in zip(batch["item_id"][bad], err[bad]):
             res.errors.append((str(iid), str(e)))
         ids = [str(x) for x in batch["item_id"][~bad]]
