@@ -73,3 +73,19 @@ def test_report_writes_table_jsonl_and_pngs(tmp_path):
                 assert img.width >= 400 and img.height >= 300
                 # not a blank canvas: real content drawn
                 assert np.asarray(img.convert("L")).std() > 5
+
+
+def test_train_summary_reads_results_jsonl_in_the_training_format(tmp_path):
+    from distill.evaluation import read_train_summary, round_models
+
+    rows = [{"round": -1, "model": "base", "val_agreement": 0.6, "teacher_calls": 100},
+            {"round": 0, "teacher_groups": 500, "teacher_calls": 500, "val_agreement": 0.65},
+            {"round": 1, "teacher_groups": 700, "teacher_calls": 690, "val_agreement": 0.7}]
+    (tmp_path / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows) + "not json\n")
+    (tmp_path / "state.json").write_text(json.dumps({"best_round": 0}))
+    for r in (1, 0):
+        (tmp_path / f"round-{r:02d}" / "model").mkdir(parents=True)
+    summary = read_train_summary(tmp_path)
+    assert summary == {"rounds": 2, "teacher_groups": 700, "teacher_calls": 690, "best_round": 0,
+                       "best_round_groups": 500}
+    assert [r for r, _ in round_models(tmp_path)] == [0, 1]
