@@ -94,8 +94,8 @@ def main() -> int:
     ray.init(address=os.environ.get("RAY_ADDRESS") or "local", num_cpus=None if os.environ.get("RAY_ADDRESS") else 2,
              include_dashboard=False, log_to_driver=False)
     ray.data.DataContext.get_current().enable_progress_bars = False
-    dataset = ray.data.from_numpy(rows["pixels"]).zip(ray.data.from_numpy(rows["text_emb"]))
-    dataset = dataset.rename_columns({"data": "pixels", "data_1": "text_emb"}).materialize()
+    dataset = ray.data.from_items([{"pixels": p, "text_emb": t} for p, t in zip(rows["pixels"], rows["text_emb"])])
+    dataset = dataset.materialize()
 
     bare = bare_pairs_per_s(model_dir, rows, tcfg)
     one = ray_pairs_per_s(model_dir, dataset, tcfg, 1, work / "ray")

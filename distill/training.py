@@ -642,7 +642,7 @@ class Trainer:
         _log(f"base model: val agreement {base:.4f} on {val_labels.num_rows} held-out groups")
 
     def run(self) -> RunState:
-        if self.state.stopped:
+        if self.state.stopped:  # early stopping is final; more rounds or budget just continue
             _log(f"run already finished ({self.state.stopped}); results in {self.paths.results}")
             return self.state
         if self.state.rounds_done < -1:
@@ -651,10 +651,8 @@ class Trainer:
         for round_idx in range(self.state.rounds_done + 1, self.last_round() + 1):
             if not self.run_round(round_idx, val_labels):
                 break
-        if not self.state.stopped:
-            self.state.stopped = f"finished {self.state.rounds_done + 1} rounds"
-            self.state.save(self.paths)
-        _log(f"done: {self.state.stopped}; best round {self.state.best_round} val agreement "
+        how = self.state.stopped or f"{self.state.rounds_done + 1} rounds trained"
+        _log(f"done: {how}; best round {self.state.best_round} val agreement "
              f"{self.state.best_val:.4f} (base {self.state.base_val:.4f}) -> {self.paths.distilled_model}")
         return self.state
 
@@ -665,9 +663,8 @@ class Trainer:
         earlier = self._used_groups(round_idx)
         new = self.round_groups(round_idx, earlier)
         phases["groups"] = time.time() - t0
-        if new is None or new.num_rows == 0:
-            self.state.stopped = f"teacher budget spent after round {round_idx - 1}"
-            self.state.save(self.paths)
+        if new is None or new.num_rows == 0:  # not terminal: a larger --budget continues the run
+            _log(f"teacher budget spent after round {round_idx - 1}")
             return False
         rows = pa.concat_tables([new, replay_rows(earlier, self.tcfg.replay, self.tcfg.seed, round_idx)])
         _log(f"round {round_idx}: {new.num_rows} new groups + {rows.num_rows - new.num_rows} replayed")
