@@ -251,7 +251,7 @@ def loop_config(tcfg, round_idx: int, init_model: str | Path, n_rows: int, num_w
     rows_per_worker = n_rows // num_workers
     steps_per_epoch = max(1, math.ceil(rows_per_worker / tcfg.batch_groups))
     return {
-        "round": round_idx, "init_model": str(init_model), "epochs": tcfg.epochs_per_round,
+        "round": round_idx, "init_model": str(Path(init_model).resolve()), "epochs": tcfg.epochs_per_round,
         "batch_groups": tcfg.batch_groups, "lr": tcfg.lr * tcfg.lr_decay ** round_idx,
         "lr_schedule": tcfg.lr_schedule, "lr_min_ratio": tcfg.lr_min_ratio,
         "total_steps": steps_per_epoch * tcfg.epochs_per_round, "steps_per_epoch": steps_per_epoch,
@@ -472,9 +472,10 @@ class Trainer:
         self.paths = run_paths(cfg, self.sampler)
         self.teacher_id = teacher_id_for(cfg.teacher)
         self.store = LabelStore(cfg.path("labels"))
-        self.catalog = cfg.path("catalog")
-        self.personas_dir = cfg.path("personas")
-        self.base_model = cfg.path("base_model")
+        # Absolute: Ray Train workers and Ray Data tasks do not run in the driver's working directory.
+        self.catalog = cfg.path("catalog").resolve()
+        self.personas_dir = cfg.path("personas").resolve()
+        self.base_model = cfg.path("base_model").resolve()
         self.progress = progress
         self.state = self._load_state()
         self._student = None
