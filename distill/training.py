@@ -74,7 +74,20 @@ def load_student_for_training(model_dir: str | Path, trainable=None) -> Student:
         spec["trainable"] = trainable
     student = build_student(StudentSpec.model_validate(spec))
     student.model.visual.load_state_dict(load_file(str(Path(model_dir) / "visual.safetensors")), strict=True)
+    if trainable is not None and trainable != manifest["spec"].get("trainable"):
+        _check_forward(student, model_dir)
     return student
+
+
+def _check_forward(student: Student, model_dir) -> None:
+    # open_clip's lock_image_tower(freeze_bn_stats=True) swaps timm's BatchNormAct2d for FrozenBatchNorm2d;
+    # on the offline EfficientNet that yields all-zero embeddings. Fail loudly instead of training on zeros.
+    size = student.spec.image_size
+    with torch.no_grad():
+        norms = student.model.encode_image(torch.randn(2, 3, size, size)).norm(dim=-1)
+    if not bool((norms > 0).all()):
+        raise ValueError(f"{model_dir}: with train.trainable={student.spec.trainable!r} the image tower outputs "
+                         "zero vectors (open_clip partial locking with frozen BN); use train.trainable=null")
 
 
 def trainable_parameters(model: nn.Module) -> list[nn.Parameter]:
