@@ -111,6 +111,18 @@ def _hub_help(spec: StudentSpec, err: Exception) -> StudentLoadError:
     )
 
 
+def _force_hub_offline() -> None:
+    # huggingface_hub reads HF_HUB_OFFLINE once, at import; if something imported it earlier, setting
+    # the variable now is too late and a missing model spends a minute on retries. Set both.
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    try:
+        import huggingface_hub.constants as hub_constants
+
+        hub_constants.HF_HUB_OFFLINE = True
+    except ImportError:
+        pass
+
+
 def _quiet_transformers() -> None:
     # MiniLM's checkpoint carries an unused pooler; transformers prints a load report about it.
     try:
@@ -145,7 +157,7 @@ def _create_open_clip(spec: StudentSpec):
     if spec.context_length:
         kwargs["force_context_length"] = spec.context_length
     if spec.offline:
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        _force_hub_offline()
     _quiet_transformers()
     try:
         model, _, preprocess = open_clip.create_model_and_transforms(

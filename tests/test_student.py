@@ -105,3 +105,17 @@ def test_production_open_clip_student_random_init_trains_image_tower_only():
     assert trainable and all(n.startswith("model.visual.") for n in trainable)
     assert not any("transformer.resblocks.0." in n for n in trainable if "visual" in n)
     assert s.encode_texts(["x"]).shape == (1, 512)
+
+
+def test_offline_spec_fails_fast_even_after_hub_import(monkeypatch):
+    import time
+
+    import huggingface_hub.constants as hub_constants
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(hub_constants, "HF_HUB_OFFLINE", False)
+    t0 = time.time()
+    with pytest.raises(StudentLoadError):
+        build_student({"kind": "open_clip", "model_name": "ViT-B-32", "pretrained": "openai"})
+    assert time.time() - t0 < 20, "an offline spec must not wait on hub retries"
+    assert hub_constants.HF_HUB_OFFLINE is True
