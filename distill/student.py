@@ -191,8 +191,10 @@ class Student(nn.Module):
             if not name.startswith("visual."):
                 p.requires_grad_(False)
         if self.spec.trainable != "all":
-            self.model.lock_image_tower(unlocked_groups=int(self.spec.trainable),
-                                        freeze_bn_stats=self.spec.freeze_bn_stats)
+            # freeze_bn_stats=False on purpose: open_clip would swap timm's BatchNormAct2d for a plain
+            # FrozenBatchNorm2d, dropping the fused activation (EfficientNet then outputs garbage).
+            # BN statistics stay frozen anyway: `train()` keeps every BatchNorm in eval mode.
+            self.model.lock_image_tower(unlocked_groups=int(self.spec.trainable), freeze_bn_stats=False)
 
     def train(self, mode: bool = True):
         super().train(mode)

@@ -119,3 +119,18 @@ def test_offline_spec_fails_fast_even_after_hub_import(monkeypatch):
         build_student({"kind": "open_clip", "model_name": "ViT-B-32", "pretrained": "openai"})
     assert time.time() - t0 < 20, "an offline spec must not wait on hub retries"
     assert hub_constants.HF_HUB_OFFLINE is True
+
+
+@pytest.mark.parametrize("trainable", [0, 2])
+def test_partial_unlock_keeps_the_pretrained_forward(offline_student, trainable):
+    # Locking part of the EfficientNet trunk must not change what it computes (timm's BatchNormAct2d
+    # carries the activation; replacing it with a plain frozen BN once zeroed the output).
+    x = torch.randn(2, 3, 224, 224)
+    with torch.no_grad():
+        ref = offline_student.eval().model.visual.trunk(x)
+        s = build_student({"kind": "offline", "trainable": trainable}).train()
+        got = s.model.visual.trunk(x)
+    assert torch.allclose(got, ref, atol=1e-5)
+    trainable_names = [n for n, p in s.named_parameters() if p.requires_grad]
+    assert any(n.startswith("model.visual.head") for n in trainable_names)
+    assert len(trainable_names) < len([n for n, _ in s.named_parameters() if n.startswith("model.visual.")])
