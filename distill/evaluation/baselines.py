@@ -65,8 +65,19 @@ def parse_model_ref(ref: str) -> str | StudentSpec:
     return StudentSpec(kind="open_clip", model_name=name, pretrained=pretrained or None)
 
 
+class _FrozenTextTowerScorer:
+    """Shared by scorers whose persona side is a student's frozen text tower (`load()` sets `_student`)."""
+
+    def persona_embeddings(self, persona_texts: list[str]) -> np.ndarray:
+        self.load()
+        return self._student.encode_texts(list(persona_texts)).numpy().astype(np.float32)
+
+    def scores(self, persona_texts: list[str], item_ids: list[str], persona_batch: int = 256) -> np.ndarray:
+        return cosine_scores(self, persona_texts, item_ids, persona_batch)
+
+
 @dataclass
-class EmbeddingScorer:
+class EmbeddingScorer(_FrozenTextTowerScorer):
     """A student's cosine scores; item embeddings come from one Ray Data pass over the split."""
 
     name: str
@@ -85,13 +96,6 @@ class EmbeddingScorer:
         if self._student is None:
             self._student = load_or_build(self.model).eval()
         return self
-
-    def persona_embeddings(self, persona_texts: list[str]) -> np.ndarray:
-        self.load()
-        return self._student.encode_texts(list(persona_texts)).numpy().astype(np.float32)
-
-    def scores(self, persona_texts: list[str], item_ids: list[str], persona_batch: int = 256) -> np.ndarray:
-        return cosine_scores(self, persona_texts, item_ids, persona_batch)
 
     def item_embeddings(self, item_ids: list[str]) -> np.ndarray:
         from distill.embed import embed_catalog
@@ -113,7 +117,7 @@ class EmbeddingScorer:
 
 
 @dataclass
-class TextOnlyScorer:
+class TextOnlyScorer(_FrozenTextTowerScorer):
     """Persona text vs item "title. text" through the frozen text encoder (the paper's "Text" column)."""
 
     name: str
@@ -128,13 +132,6 @@ class TextOnlyScorer:
         if self._student is None:
             self._student = build_student(self.spec).eval()
         return self
-
-    def persona_embeddings(self, persona_texts: list[str]) -> np.ndarray:
-        self.load()
-        return self._student.encode_texts(list(persona_texts)).numpy().astype(np.float32)
-
-    def scores(self, persona_texts: list[str], item_ids: list[str], persona_batch: int = 256) -> np.ndarray:
-        return cosine_scores(self, persona_texts, item_ids, persona_batch)
 
     def item_embeddings(self, item_ids: list[str]) -> np.ndarray:
         from distill.catalog import read_catalog
