@@ -47,10 +47,14 @@ def read_catalog_dataset(catalog_dir: str | Path, split: str | None = None, colu
 
 
 class ImageEmbedder:
-    """Ray Data callable class: a batch of catalog rows in, unit image embeddings out."""
+    """Ray Data callable class: a batch of catalog rows in, unit image embeddings out.
+
+    output="trunk" returns the frozen trunk's pooled features instead (the projection's input), which
+    `distill.trunk_cache` computes once per training run when only the projection trains.
+    """
 
     def __init__(self, model, catalog_root: str, image_size: int = 224, torch_threads: int | None = None,
-                 device: str | None = None):
+                 device: str | None = None, output: str = "embedding"):
         import torch
 
         from distill.student import load_or_build
@@ -61,6 +65,10 @@ class ImageEmbedder:
         self.student = load_or_build(model).eval().to(self.device)
         self.root = catalog_root
         self.image_size = image_size
+        if output not in ("embedding", "trunk"):
+            raise ValueError(f"output must be 'embedding' or 'trunk', not {output!r}")
+        self.encode = self.student.trunk_features if output == "trunk" else self.student
+        self.dim = self.student.model.visual.trunk.num_features if output == "trunk" else self.student.embed_dim
 
     def __call__(self, batch: dict) -> dict:
         import torch
@@ -79,11 +87,10 @@ class ImageEmbedder:
                 continue
             tensors.append(self.student.preprocess(img))
             ok_rows.append(i)
-        dim = self.student.embed_dim
-        out = np.zeros((n, dim), dtype=np.float32)
+        out = np.zeros((n, self.dim), dtype=np.float32)
         if tensors:
             with torch.no_grad():
-                emb = self.student(torch.stack(tensors).to(self.device)).float().cpu().numpy()
+                emb = self.encode(torch.stack(tensors).to(self.device)).float().cpu().numpy()
             out[ok_rows] = emb
         return {"item_id": np.asarray(batch["item_id"], dtype=object), "embedding": out,
                 "error": np.asarray(errors, dtype=object)}
@@ -105,8 +112,10 @@ class EmbeddingResult:
 def embed_catalog(model, catalog_dir: str | Path, split: str | None = None, *, out_dir: str | Path | None = None,
                   keep_in_memory: bool = True, batch_size: int = 64, concurrency: int = 1,
                   num_cpus: float = 1.0, num_gpus: float = 0.0, torch_threads: int | None = None,
-                  rows_per_file: int = 50_000, progress: bool = True) -> EmbeddingResult:
+                  rows_per_file: int = 50_000, progress: bool = True, output: str = "embedding") -> EmbeddingResult:
     """Embed a catalog (or one split) with `model` (a saved model dir or a StudentSpec dict).
+
+    output="trunk": the frozen trunk's pooled features (not unit, not projected) instead of embeddings.
 
     With `out_dir`, vectors stream into `out_dir/part-*.parquet` (schema `embeddings_schema`), so
     driver memory stays one batch + one file buffer however large the catalog.
@@ -119,7 +128,8 @@ def embed_catalog(model, catalog_dir: str | Path, split: str | None = None, *, o
     ds = read_catalog_dataset(catalog_dir, split, columns=["item_id", "image", "image_path"])
     ds = ds.map_batches(
         ImageEmbedder,
-        fn_constructor_kwargs=dict(model=model_arg, catalog_root=str(catalog_dir), torch_threads=torch_threads),
+        fn_constructor_kwargs=dict(model=model_arg, catalog_root=str(catalog_dir), torch_threads=torch_threads,
+                                   output=output),
         batch_size=batch_size, concurrency=concurrency, num_cpus=num_cpus, num_gpus=num_gpus,
     )
     res = EmbeddingResult()

@@ -224,6 +224,26 @@ class Student(nn.Module):
     def encode_images(self, pixels: torch.Tensor) -> torch.Tensor:
         return self.forward(pixels)
 
+    # ---- frozen trunk: project cached features ------------------------------------------------------
+    @property
+    def trunk_is_frozen(self) -> bool:
+        """True when only the projection head of a trunk+head tower (timm) trains and the trunk is exactly
+        a fixed function: no trunk parameter trains and BatchNorm statistics are frozen. Then trunk
+        features can be computed once and reused every epoch and round (`distill.trunk_cache`)."""
+        visual = self.model.visual
+        if not (hasattr(visual, "trunk") and hasattr(visual, "head")) or not self.spec.freeze_bn_stats:
+            return False
+        return not any(p.requires_grad for p in visual.trunk.parameters())
+
+    def trunk_features(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Pooled trunk output (the projection head's input), no grad: the trunk is frozen."""
+        with torch.no_grad():
+            return self.model.visual.trunk(pixels)
+
+    def project_features(self, features: torch.Tensor) -> torch.Tensor:
+        """Unit image embeddings from trunk features: `forward(pixels)` == `project_features(trunk_features(pixels))`."""
+        return F.normalize(self.model.visual.head(features), dim=-1)
+
     @torch.no_grad()
     def encode_texts(self, texts: list[str], batch_size: int = 64) -> torch.Tensor:
         """Unit text embeddings; the text tower is frozen so these can be cached."""

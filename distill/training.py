@@ -29,6 +29,7 @@ import tempfile
 import time
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -57,9 +58,12 @@ class RankingModel(nn.Module):
         self.student = student
         self.loss = loss
 
-    def forward(self, pixels: torch.Tensor, text_emb: torch.Tensor):
-        groups, size = pixels.shape[:2]
-        image_emb = self.student(pixels.flatten(0, 1)).view(groups, size, -1)
+    def forward(self, images: torch.Tensor, text_emb: torch.Tensor):
+        """images: pixels [B,M,3,S,S], or cached trunk features [B,M,F] when the trunk is frozen."""
+        groups, size = images.shape[:2]
+        flat = images.flatten(0, 1)
+        embed = self.student.project_features if images.dim() == 3 else self.student
+        image_emb = embed(flat).view(groups, size, -1)
         scores = group_scores(text_emb, image_emb.float())
         return self.loss(scores), scores
 
@@ -83,8 +87,11 @@ def _check_forward(student: Student, model_dir) -> None:
     # open_clip's lock_image_tower(freeze_bn_stats=True) swaps timm's BatchNormAct2d for FrozenBatchNorm2d;
     # on the offline EfficientNet that yields all-zero embeddings. Fail loudly instead of training on zeros.
     size = student.spec.image_size
+    was_training = student.training
+    student.eval()  # a fresh module is in train mode: BatchNorm would fold this noise into its running stats
     with torch.no_grad():
         norms = student.model.encode_image(torch.randn(2, 3, size, size)).norm(dim=-1)
+    student.train(was_training)
     if not bool((norms > 0).all()):
         raise ValueError(f"{model_dir}: with train.trainable={student.spec.trainable!r} the image tower outputs "
                          "zero vectors (open_clip partial locking with frozen BN); use train.trainable=null")
@@ -112,10 +119,11 @@ class StepResult:
 
 def train_step(model: nn.Module, optimizer, batch: dict, grad_clip: float, autocast=nullcontext,
                scaler=None) -> StepResult:
-    """One optimizer step on a batch {pixels [B,M,3,S,S], text_emb [B,D]} (teacher order in M)."""
+    """One optimizer step on a batch {pixels [B,M,3,S,S] or features [B,M,F], text_emb [B,D]}
+    (teacher order in M)."""
     optimizer.zero_grad(set_to_none=True)
     with autocast():
-        loss, scores = model(batch["pixels"], batch["text_emb"])
+        loss, scores = model(batch_images(batch), batch["text_emb"])
     if scaler is not None:
         scaler.scale(loss).backward()
         scaler.unscale_(optimizer)
@@ -131,6 +139,10 @@ def train_step(model: nn.Module, optimizer, batch: dict, grad_clip: float, autoc
     groups, size = scores.shape
     pairs = groups * size * (size - 1) // 2
     return StepResult(float(loss.detach()), float(pairwise_accuracy(scores.detach().float())) * pairs, pairs, groups)
+
+
+def batch_images(batch: dict) -> torch.Tensor:
+    return batch["features"] if "features" in batch else batch["pixels"]
 
 
 def amp_context(device: torch.device, enabled: bool):
@@ -236,7 +248,7 @@ def _train_epoch(model, optimizer, scheduler, shard, cfg, epoch, rank, device, a
     loss_sum = correct = pairs = groups = steps = 0.0
     first_loss = None
     batches = shard.iter_torch_batches(batch_size=cfg["batch_groups"], device=device,
-                                       dtypes={"pixels": torch.float32, "text_emb": torch.float32})
+                                       dtypes={cfg["inputs"]: torch.float32, "text_emb": torch.float32})
     for batch in batches:
         result = train_step(model, optimizer, batch, cfg["grad_clip"], autocast, scaler)
         scheduler.step()
@@ -271,6 +283,7 @@ def loop_config(tcfg, round_idx: int, init_model: str | Path, n_rows: int, num_w
         "weight_decay": tcfg.weight_decay, "grad_clip": tcfg.grad_clip, "tau": tcfg.tau,
         "learn_tau": tcfg.learn_tau, "amp": tcfg.amp and tcfg.use_gpu, "seed": tcfg.seed + round_idx,
         "trainable": tcfg.trainable, "torch_threads": max(1, int(tcfg.cpus_per_worker)),
+        "inputs": "pixels",  # fit_round sets "features" for a trunk-feature dataset
     }
 
 
@@ -298,6 +311,7 @@ def fit_round(tcfg, round_idx: int, dataset, init_model: str | Path, storage_pat
     num_workers = num_workers or tcfg.num_workers
     storage_path = Path(storage_path).resolve()
     cfg = loop_config(tcfg, round_idx, init_model, dataset.count(), num_workers)
+    cfg["inputs"] = "features" if "features" in dataset.schema().names else "pixels"
     if epochs is not None:
         cfg["epochs"] = epochs
     done = completed_checkpoint(storage_path / run_name, cfg["epochs"])
@@ -358,6 +372,10 @@ class RunPaths:
 
     def trainer_run(self, round_idx: int) -> str:
         return f"{self.run_name}-round-{round_idx:02d}"
+
+    @property
+    def trunk_features(self) -> Path:
+        return self.train_dir / "trunk_features"
 
 
 def run_paths(cfg, sampler: str) -> RunPaths:
@@ -506,6 +524,17 @@ class Trainer:
                              "paths.train or delete it")
         return state
 
+    @cached_property
+    def trunk_cache(self):
+        """A TrunkCache when the trained part is only the projection over a frozen trunk (else None)."""
+        from distill.trunk_cache import TrunkCache
+
+        if not self.tcfg.feature_cache:
+            return None
+        if not load_student_for_training(self.base_model, self.tcfg.trainable).trunk_is_frozen:
+            return None
+        return TrunkCache(self.paths.trunk_features, self.base_model, self.catalog, self.progress)
+
     @property
     def student(self) -> Student:
         """The base student on the driver: frozen text tower and image preprocessing."""
@@ -532,6 +561,8 @@ class Trainer:
     def _embed(self, model_dir: Path, split: str):
         from distill.embed import embed_catalog
 
+        if self.trunk_cache is not None:  # same trunk in every round: only the projection differs
+            return self.trunk_cache.embed(load_student_for_training(model_dir, self.tcfg.trainable), split)
         res = embed_catalog(str(model_dir), self.catalog, split=split, progress=self.progress)
         return res.item_ids, res.embeddings
 
@@ -620,8 +651,13 @@ class Trainer:
         table = group_rows(rows, self.text_emb, self.sampler_cfg.group_size, drops)
         order = np.random.default_rng([self.tcfg.seed, round_idx]).permutation(table.num_rows)
         table = table.take(pa.array(order, pa.int64()))  # seeded shuffle: replayed groups mix with new ones
-        dataset = build_training_dataset(table, self.catalog, self.student.preprocess,
-                                         self.student.spec.image_size, drops, self.tcfg.decode_cpus)
+        if self.trunk_cache is not None:
+            from distill.trunk_cache import feature_rows_dataset
+
+            dataset = feature_rows_dataset(table, self.trunk_cache, drops)
+        else:
+            dataset = build_training_dataset(table, self.catalog, self.student.preprocess,
+                                             self.student.spec.image_size, drops, self.tcfg.decode_cpus)
         init = self.base_model if round_idx == 0 else self.paths.round_model(round_idx - 1)
         ckpt, metrics = fit_round(self.tcfg, round_idx, dataset, init, self.paths.checkpoints,
                                   self.paths.trainer_run(round_idx))
