@@ -9,6 +9,10 @@ pairs per group), each one epoch of `distill.training.train_step`:
   2 workers TorchTrainer, num_workers=2 (gloo all-reduce; each worker sees half the groups)
 Printed: pairs/s inside the epoch (steady state) and over the whole fit() call (worker start-up,
 model build, checkpoint upload included), and ratios against the bare loop / the 1-worker run.
+
+With --trainable 0 (projection only, the embedded default) it also runs the bare loop on cached trunk
+features (`train.feature_cache`, distill/trunk_cache.py) over the same groups, and prints its ratio to
+the pixel loop, with and without the one-off cost of computing the features.
 """
 
 from __future__ import annotations
@@ -57,14 +61,33 @@ def bare_pairs_per_s(model_dir: Path, rows: dict, tcfg) -> dict:
     torch.set_num_threads(1)
     torch.manual_seed(tcfg.seed)
     model = RankingModel(load_student_for_training(model_dir, tcfg.trainable), BradleyTerryLoss(tcfg.tau)).train()
-    optimizer, scheduler = build_optimizer(model, loop_config(tcfg, 0, model_dir, len(rows["pixels"]), 1))
+    n = len(rows["text_emb"])
+    optimizer, scheduler = build_optimizer(model, loop_config(tcfg, 0, model_dir, n, 1))
     pairs, t0 = 0, time.time()
-    for start in range(0, len(rows["pixels"]), tcfg.batch_groups):
+    for start in range(0, n, tcfg.batch_groups):
         batch = {k: torch.as_tensor(v[start : start + tcfg.batch_groups]).float() for k, v in rows.items()}
         pairs += train_step(model, optimizer, batch, tcfg.grad_clip).pairs
         scheduler.step()
     seconds = time.time() - t0
     return {"pairs": pairs, "seconds": seconds, "pairs_per_s": pairs / seconds}
+
+
+def bare_feature_pairs_per_s(model_dir: Path, rows: dict, tcfg) -> dict:
+    """The bare loop on trunk features: computed once (timed), then the same epoch of train_step."""
+    import torch
+
+    from distill.training import load_student_for_training
+
+    torch.set_num_threads(1)
+    student = load_student_for_training(model_dir, tcfg.trainable).eval()
+    t0 = time.time()
+    feats = [student.trunk_features(torch.as_tensor(g).float()).numpy() for g in rows["pixels"]]
+    extract = time.time() - t0
+    import numpy as np
+
+    res = bare_pairs_per_s(model_dir, {"features": np.stack(feats), "text_emb": rows["text_emb"]}, tcfg)
+    res["extract_seconds"] = extract
+    return res
 
 
 def ray_pairs_per_s(model_dir: Path, dataset, tcfg, workers: int, storage: Path) -> dict:
@@ -117,6 +140,16 @@ def main() -> int:
           f"{report['ratio_1_worker_vs_bare_fit']:.2f} (fit)")
     print(f"ratio 2 workers / 1 worker: {report['ratio_2_vs_1_workers_epoch']:.2f} (epoch), "
           f"{report['ratio_2_vs_1_workers_fit']:.2f} (fit)")
+    if trainable == 0:
+        feat = bare_feature_pairs_per_s(model_dir, rows, tcfg)
+        report["bare_features"] = feat
+        report["ratio_features_vs_pixels_epoch"] = feat["pairs_per_s"] / bare["pairs_per_s"]
+        report["ratio_features_vs_pixels_with_extraction"] = (
+            bare["seconds"] / (feat["seconds"] + feat["extract_seconds"]))
+        print(f"bare train_step on cached trunk features: {feat['pairs_per_s']:8.1f} pairs/s "
+              f"(features computed once in {feat['extract_seconds']:.1f}s)")
+        print(f"ratio features / pixels: {report['ratio_features_vs_pixels_epoch']:.1f} per epoch, "
+              f"{report['ratio_features_vs_pixels_with_extraction']:.2f} for one epoch including extraction")
     print(json.dumps(report))
     ray.shutdown()
     return 0

@@ -599,17 +599,35 @@ class Trainer:
 
     def val_agreement(self, model_dir: Path, labels: pa.Table, items=None) -> float:
         """Mean fraction of the 10 pairs per held-out group that the model orders as the teacher did."""
+        return float(np.nanmean(self.val_group_agreement(model_dir, labels, items)))
+
+    def val_group_agreement(self, model_dir: Path, labels: pa.Table, items=None) -> np.ndarray:
+        """Per held-out group: the fraction of its pairs the model orders as the teacher did
+        (NaN for a group with an unreadable val image: no model can score it)."""
         item_ids, item_emb = items or self._embed(model_dir, "val")
         row_of = {iid: i for i, iid in enumerate(item_ids)}
-        scores, kept = [], 0
-        for pid, ranking in zip(labels["persona_id"].to_pylist(), labels["ranking"].to_pylist()):
-            if pid not in self.text_emb or any(i not in row_of for i in ranking):
-                continue  # an unreadable val image: that group cannot be scored by anyone
-            scores.append(item_emb[[row_of[i] for i in ranking]] @ self.text_emb[pid])
-            kept += 1
-        if not kept:
+        out = np.full(labels.num_rows, np.nan)
+        for g, (pid, ranking) in enumerate(zip(labels["persona_id"].to_pylist(), labels["ranking"].to_pylist())):
+            if pid in self.text_emb and all(i in row_of for i in ranking):
+                scores = torch.tensor(item_emb[[row_of[i] for i in ranking]] @ self.text_emb[pid])
+                out[g] = float(pairwise_accuracy(scores[None]))
+        if np.isnan(out).all():
             raise ValueError("no val group could be scored (empty val split or every image unreadable)")
-        return float(pairwise_accuracy(torch.tensor(np.stack(scores))))
+        return out
+
+    @cached_property
+    def _base_group_agreement(self) -> np.ndarray:
+        return self.val_group_agreement(self.base_model, pq.read_table(self.paths.val_labels))
+
+    def gain_over_base(self, group_agreement: np.ndarray) -> dict:
+        """Val agreement gain over the base, with a paired bootstrap 95% interval over held-out groups
+        (the same groups score both models, so the interval is much tighter than either mean's)."""
+        diff = group_agreement - self._base_group_agreement
+        diff = diff[~np.isnan(diff)]
+        rng = np.random.default_rng(self.tcfg.seed)
+        boots = diff[rng.integers(0, len(diff), size=(1000, len(diff)))].mean(axis=1)
+        lo, hi = np.percentile(boots, [2.5, 97.5])
+        return {"val_gain_over_base": float(diff.mean()), "val_gain_ci95": [float(lo), float(hi)]}
 
     # ---- groups per round -----------------------------------------------------------------------
     def _used_groups(self, round_idx: int) -> pa.Table:
@@ -681,7 +699,9 @@ class Trainer:
         items = self._embed(self.base_model, "val")
         val_labels = self.val_labels(items)
         self.state.val_groups = val_labels.num_rows
-        base = self.val_agreement(self.base_model, val_labels, items)
+        per_group = self.val_group_agreement(self.base_model, val_labels, items)
+        self.__dict__["_base_group_agreement"] = per_group  # fills the cached_property: no second pass
+        base = float(np.nanmean(per_group))
         self.state.base_val, self.state.best_val, self.state.best_round = base, base, -1
         self.state.rounds_done = -1
         self.state.history.append({"round": -1, "model": "base", "val_agreement": base,
@@ -723,7 +743,9 @@ class Trainer:
         phases["train"] = time.time() - mark
         model_dir = self.export_round(round_idx, ckpt, metrics)
         mark = time.time()
-        val = self.val_agreement(model_dir, val_labels)
+        per_group = self.val_group_agreement(model_dir, val_labels)
+        val = float(np.nanmean(per_group))
+        gain = self.gain_over_base(per_group)
         phases["val"] = time.time() - mark
         improved = val > self.state.best_val + self.tcfg.min_delta
         if improved:
@@ -737,7 +759,7 @@ class Trainer:
             "teacher_groups": earlier.num_rows + new.num_rows + self.state.val_groups,
             "teacher_calls": self.state.teacher_calls, "dropped": drops,
             "train_loss": metrics.get("train_loss"), "train_pair_acc": metrics.get("train_pair_acc"),
-            "val_agreement": val, "best": improved, "lr": metrics.get("lr"), "tau": metrics.get("tau"),
+            "val_agreement": val, **gain, "best": improved, "lr": metrics.get("lr"), "tau": metrics.get("tau"),
             "pairs_per_s": metrics.get("pairs_per_s"), "epoch_seconds": metrics.get("epoch_seconds"),
             "phase_seconds": {k: round(v, 1) for k, v in phases.items()}, "seconds": round(time.time() - t0, 1),
         }
@@ -747,7 +769,9 @@ class Trainer:
             self.state.stopped = f"early stop: {self.state.bad_rounds} rounds without improvement"
         self.state.save(self.paths)
         _log(f"round {round_idx}: loss {record['train_loss']:.4f} pair acc {record['train_pair_acc']:.3f} "
-             f"val agreement {val:.4f} (best {self.state.best_val:.4f} @ round {self.state.best_round}) "
+             f"val agreement {val:.4f}, {gain['val_gain_over_base']:+.4f} over the base (95% CI "
+             f"{gain['val_gain_ci95'][0]:+.4f}..{gain['val_gain_ci95'][1]:+.4f}; best {self.state.best_val:.4f} "
+             f"@ round {self.state.best_round}) "
              f"{record['seconds']:.0f}s")
         return self.state.stopped is None
 

@@ -12,18 +12,19 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 from helpers_data import make_training_world
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _config(root: Path) -> Path:
+def _config(root: Path, **train) -> Path:
     cfg = make_training_world(root, n_items=30, n_personas=9, image_size=64)
     cfg.update({
         "label": {"groups": 8, "concurrency": 1, "num_cpus_per_actor": 0.5},
         "train": {"num_workers": 2, "rounds": 1, "groups_per_round": 6, "batch_groups": 2, "val_groups": 6,
-                  "cpus_per_worker": 0.5, "lr": 1e-3},
+                  "cpus_per_worker": 0.5, "lr": 1e-3, **train},
     })
     path = root / "config.yaml"
     path.write_text(yaml.safe_dump(cfg))
@@ -90,3 +91,29 @@ def test_killed_training_job_resumes_without_losing_or_repeating_a_round(tmp_pat
     assert manifest["role"] == "distilled" and manifest["round"] in (-1, 0, 1)
     assert manifest["val_agreement"] == max(r["val_agreement"] for r in results)
     assert manifest["teacher_id"].startswith("cpu:") and manifest["sampler"] == "aligned"
+
+
+@pytest.mark.slow
+def test_frozen_trunk_run_trains_on_cached_features(tmp_path):
+    """The embedded default (trainable: 0): trunk features computed once, two rounds, trunk untouched."""
+    from safetensors.torch import load_file
+
+    config = _config(tmp_path, trainable=0, lr=1e-2)
+    label = _run(["ray_jobs/label.py", "--config", str(config)], tmp_path / "label.log", 600)
+    assert label.returncode == 0, (tmp_path / "label.log").read_text()[-3000:]
+    train = _run(["ray_jobs/train.py", "--config", str(config)], tmp_path / "train.log", 900)
+    log = (tmp_path / "train.log").read_text()
+    assert train.returncode == 0, log[-3000:]
+    assert log.count("[trunk-cache] train:") == 1 and log.count("[trunk-cache] val:") == 1
+    train_dir = tmp_path / "train"
+    assert {p.name for p in (train_dir / "trunk_features").iterdir()} == {"train", "val"}
+    results = [json.loads(line) for line in (train_dir / "results.jsonl").read_text().splitlines()]
+    assert [r["round"] for r in results] == [-1, 0, 1] and all(0 <= r["val_agreement"] <= 1 for r in results)
+    for r in results[1:]:  # paired gain over the base on the same held-out groups, with its bootstrap interval
+        assert r["val_gain_over_base"] == pytest.approx(r["val_agreement"] - results[0]["val_agreement"], abs=1e-6)
+        lo, hi = r["val_gain_ci95"]
+        assert lo <= r["val_gain_over_base"] <= hi
+    base = load_file(str(tmp_path / "models" / "base" / "visual.safetensors"))
+    trained = load_file(str(train_dir / "round-01" / "model" / "visual.safetensors"))
+    assert all(torch.equal(trained[k], v) for k, v in base.items() if k.startswith("trunk."))
+    assert not torch.equal(trained["head.proj.weight"], base["head.proj.weight"])
