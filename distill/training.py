@@ -597,10 +597,6 @@ class Trainer:
         _atomic_parquet(labels, self.paths.val_labels)
         return labels
 
-    def val_agreement(self, model_dir: Path, labels: pa.Table, items=None) -> float:
-        """Mean fraction of the 10 pairs per held-out group that the model orders as the teacher did."""
-        return float(np.nanmean(self.val_group_agreement(model_dir, labels, items)))
-
     def val_group_agreement(self, model_dir: Path, labels: pa.Table, items=None) -> np.ndarray:
         """Per held-out group: the fraction of its pairs the model orders as the teacher did
         (NaN for a group with an unreadable val image: no model can score it)."""
