@@ -74,6 +74,7 @@ def bare_pairs_per_s(model_dir: Path, rows: dict, tcfg) -> dict:
 
 def bare_feature_pairs_per_s(model_dir: Path, rows: dict, tcfg) -> dict:
     """The bare loop on trunk features: computed once (timed), then the same epoch of train_step."""
+    import numpy as np
     import torch
 
     from distill.training import load_student_for_training
@@ -83,8 +84,6 @@ def bare_feature_pairs_per_s(model_dir: Path, rows: dict, tcfg) -> dict:
     t0 = time.time()
     feats = [student.trunk_features(torch.as_tensor(g).float()).numpy() for g in rows["pixels"]]
     extract = time.time() - t0
-    import numpy as np
-
     res = bare_pairs_per_s(model_dir, {"features": np.stack(feats), "text_emb": rows["text_emb"]}, tcfg)
     res["extract_seconds"] = extract
     return res

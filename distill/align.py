@@ -55,7 +55,7 @@ def trunk_features(student: Student, catalog_dir, split: str) -> tuple[torch.Ten
     for rows in iter_catalog_rows(catalog_dir, split, batch_rows=64, columns=cols):
         pixels, batch_titles = _pixels_and_titles(student, rows, catalog_dir, skipped)
         if pixels:
-            feats.append(student.model.visual.trunk(torch.stack(pixels)))
+            feats.append(student.trunk_features(torch.stack(pixels)))
             titles.extend(batch_titles)
         print(f"[align] features for {len(titles)} images ({time.time() - t0:.0f}s)", file=sys.stderr, flush=True)
     return torch.cat(feats), titles, skipped

@@ -45,6 +45,11 @@ class RowDrops:
         return {"no_persona": len(self.no_persona), "bad_ranking": len(self.bad_ranking),
                 "bad_image": len(self.bad_image)}
 
+    def report_bad_images(self) -> None:
+        if self.bad_image:
+            print(f"[train-data] dropped {len(self.bad_image)} group(s) with unreadable images; "
+                  f"first: {self.bad_image[0]}", file=sys.stderr, flush=True)
+
 
 # ---- persona text ---------------------------------------------------------------------------------
 def read_personas(personas_dir, split: str | None = None) -> pa.Table:
@@ -174,9 +179,7 @@ def build_training_dataset(rows: pa.Table, catalog_dir, preprocess, image_size: 
     ).materialize()
     for rec in decoded.select_columns(["group_id", "error"]).filter(expr=col("error").is_not_null()).take_all():
         drops.bad_image.append((rec["group_id"], rec["error"]))
-    if drops.bad_image:
-        print(f"[train-data] dropped {len(drops.bad_image)} group(s) with unreadable images; "
-              f"first: {drops.bad_image[0]}", file=sys.stderr, flush=True)
+    drops.report_bad_images()
     good = decoded.filter(expr=col("error").is_null()).select_columns(["pixels", "text_emb"]).materialize()
     del decoded
     if good.count() == 0:

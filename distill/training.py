@@ -283,7 +283,7 @@ def loop_config(tcfg, round_idx: int, init_model: str | Path, n_rows: int, num_w
         "weight_decay": tcfg.weight_decay, "grad_clip": tcfg.grad_clip, "tau": tcfg.tau,
         "learn_tau": tcfg.learn_tau, "amp": tcfg.amp and tcfg.use_gpu, "seed": tcfg.seed + round_idx,
         "trainable": tcfg.trainable, "torch_threads": max(1, int(tcfg.cpus_per_worker)),
-        "inputs": "pixels",  # fit_round sets "features" for a trunk-feature dataset
+        "inputs": "pixels",  # the dataset column holding the images; fit_round reads it off the dataset
     }
 
 

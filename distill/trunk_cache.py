@@ -98,9 +98,7 @@ def feature_rows_dataset(rows: pa.Table, cache: TrunkCache, drops, rows_per_bloc
     for gid, err in zip(rows["group_id"].to_pylist(), errors):
         if err is not None:
             drops.bad_image.append((gid, err))
-    if drops.bad_image:
-        print(f"[train-data] dropped {len(drops.bad_image)} group(s) with unreadable images; "
-              f"first: {drops.bad_image[0]}", file=sys.stderr, flush=True)
+    drops.report_bad_images()
     if not keep.any():
         raise ValueError(f"all {rows.num_rows} labelled groups were dropped: {drops.summary()}")
     text = np.stack(rows["text_emb"].to_numpy(zero_copy_only=False))[keep].astype(np.float32)
