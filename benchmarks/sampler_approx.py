@@ -19,7 +19,8 @@ import time
 
 import numpy as np
 
-from distill.sampling import SamplingStats, bin_stats, build_item_index, sample_groups
+from distill.sampling import SamplingStats, bin_stats, sample_groups
+from distill.sampling_approx import build_item_index
 from distill.settings import SamplerConfig
 
 

@@ -11,23 +11,24 @@ over the catalog in batches), then the projection is fit on them in seconds.
 
 from __future__ import annotations
 
-import sys
+import logging
 import time
 from pathlib import Path
 
-import numpy as np
 import pyarrow.dataset as pads
 import torch
 import torch.nn.functional as F
 
-from distill.embed import catalog_parquet_files
+from distill.data.layout import catalog_files, catalog_root
 from distill.images import try_load_row_image
 from distill.student import Student, build_student, save_student
+
+log = logging.getLogger(__name__)
 
 
 def iter_catalog_rows(catalog_dir, split: str | None, batch_rows: int = 256, columns=None):
     """Yield lists of row dicts from a catalog split, a Parquet batch at a time (memory stays flat)."""
-    dataset = pads.dataset(catalog_parquet_files(catalog_dir), format="parquet")
+    dataset = pads.dataset(catalog_files(catalog_dir), format="parquet")
     flt = (pads.field("split") == split) if split else None
     for batch in dataset.to_batches(columns=columns, filter=flt, batch_size=batch_rows):
         yield batch.to_pylist()
@@ -53,11 +54,11 @@ def trunk_features(student: Student, catalog_dir, split: str) -> tuple[torch.Ten
     t0 = time.time()
     cols = ["item_id", "image", "image_path", "title"]
     for rows in iter_catalog_rows(catalog_dir, split, batch_rows=64, columns=cols):
-        pixels, batch_titles = _pixels_and_titles(student, rows, catalog_dir, skipped)
+        pixels, batch_titles = _pixels_and_titles(student, rows, catalog_root(catalog_dir), skipped)
         if pixels:
             feats.append(student.trunk_features(torch.stack(pixels)))
             titles.extend(batch_titles)
-        print(f"[align] features for {len(titles)} images ({time.time() - t0:.0f}s)", file=sys.stderr, flush=True)
+        log.info("features for %d images (%.0fs)", len(titles), time.time() - t0)
     return torch.cat(feats), titles, skipped
 
 
@@ -87,7 +88,7 @@ def fit_projection(student: Student, feats: torch.Tensor, text_emb: torch.Tensor
             opt.step()
             total += loss.item() * len(idx)
         losses.append(total / len(feats))
-        print(f"[align] epoch {epoch + 1}/{cfg.epochs} loss {losses[-1]:.4f}", file=sys.stderr, flush=True)
+        log.info("epoch %d/%d loss %.4f", epoch + 1, cfg.epochs, losses[-1])
     return losses
 
 
@@ -100,7 +101,7 @@ def fit_full(student: Student, catalog_dir, cfg) -> list[float]:
         student.train()
         total, n = 0.0, 0
         for rows in iter_catalog_rows(catalog_dir, "train", batch_rows=cfg.batch_size, columns=cols):
-            pixels, titles = _pixels_and_titles(student, rows, catalog_dir, [])
+            pixels, titles = _pixels_and_titles(student, rows, catalog_root(catalog_dir), [])
             if len(pixels) < 2:
                 continue
             loss = clip_loss(student(torch.stack(pixels)), student.encode_texts(titles), cfg.temperature)
@@ -109,7 +110,7 @@ def fit_full(student: Student, catalog_dir, cfg) -> list[float]:
             opt.step()
             total, n = total + loss.item() * len(pixels), n + len(pixels)
         losses.append(total / max(n, 1))
-        print(f"[align] epoch {epoch + 1}/{cfg.epochs} loss {losses[-1]:.4f}", file=sys.stderr, flush=True)
+        log.info("epoch %d/%d loss %.4f", epoch + 1, cfg.epochs, losses[-1])
     return losses
 
 
@@ -127,7 +128,7 @@ def title_recall_at_k(student: Student, catalog_dir, split: str = "val", k: int 
     student.eval()
     embs, titles = [], []
     for rows in iter_catalog_rows(catalog_dir, split, batch_rows=64, columns=["item_id", "image", "image_path", "title"]):
-        pixels, batch_titles = _pixels_and_titles(student, rows, catalog_dir, [])
+        pixels, batch_titles = _pixels_and_titles(student, rows, catalog_root(catalog_dir), [])
         if pixels:
             embs.append(student(torch.stack(pixels)))
             titles.extend(batch_titles)
@@ -163,6 +164,6 @@ def align_student(cfg, out_dir: str | Path | None = None) -> Path:
             after = title_recall_at_k(student, catalog)
         extra.update(aligned=True, align_losses=losses, align_seconds=round(time.time() - t0, 1),
                      title_recall_at_10_val={"before": before, "after": after}, skipped_images=len(skipped))
-        print(f"[align] title recall@10 on val: {before:.3f} -> {after:.3f} "
-              f"({time.time() - t0:.0f}s, {len(skipped)} images skipped)", file=sys.stderr)
+        log.info("title recall@10 on val: %.3f -> %.3f (%.0fs, %d images skipped)", before, after,
+                 time.time() - t0, len(skipped))
     return save_student(student, out_dir, extra=extra)

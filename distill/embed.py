@@ -8,10 +8,7 @@ the caller asks for the vectors in memory.
 
 from __future__ import annotations
 
-import glob
 import logging
-import os
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,16 +17,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from distill.data.layout import catalog_files, catalog_root
 from distill.schemas import embeddings_schema
 
 log = logging.getLogger(__name__)
-
-
-def catalog_parquet_files(catalog_dir: str | Path) -> list[str]:
-    files = sorted(glob.glob(os.path.join(str(catalog_dir), "items", "*.parquet")))
-    if not files:
-        raise FileNotFoundError(f"no catalog Parquet files under {catalog_dir}/items/ (see docs/artifacts.md)")
-    return files
 
 
 def read_catalog_dataset(catalog_dir: str | Path, split: str | None = None, columns: list[str] | None = None):
@@ -37,7 +28,7 @@ def read_catalog_dataset(catalog_dir: str | Path, split: str | None = None, colu
     import ray.data
     from ray.data.expressions import col
 
-    files = catalog_parquet_files(catalog_dir)
+    files = catalog_files(catalog_dir)
     if split is None:
         return ray.data.read_parquet(files, columns=columns)
     # Ray 2.60 rejects read_parquet(filter=...); filter after the read (pushed down into the scan).
@@ -50,7 +41,7 @@ class ImageEmbedder:
     """Ray Data callable class: a batch of catalog rows in, unit image embeddings out.
 
     output="trunk" returns the frozen trunk's pooled features instead (the projection's input), which
-    `distill.trunk_cache` computes once per training run when only the projection trains.
+    `distill.train.trunk_cache` computes once per training run when only the projection trains.
     """
 
     def __init__(self, model, catalog_root: str, image_size: int = 224, torch_threads: int | None = None,
@@ -128,7 +119,7 @@ def embed_catalog(model, catalog_dir: str | Path, split: str | None = None, *, o
     ds = read_catalog_dataset(catalog_dir, split, columns=["item_id", "image", "image_path"])
     ds = ds.map_batches(
         ImageEmbedder,
-        fn_constructor_kwargs=dict(model=model_arg, catalog_root=str(catalog_dir), torch_threads=torch_threads,
+        fn_constructor_kwargs=dict(model=model_arg, catalog_root=str(catalog_root(catalog_dir)), torch_threads=torch_threads,
                                    output=output),
         batch_size=batch_size, concurrency=concurrency, num_cpus=num_cpus, num_gpus=num_gpus,
     )
@@ -163,15 +154,14 @@ def embed_catalog(model, catalog_dir: str | Path, split: str | None = None, *, o
             written += len(ids)
         if progress and time.time() - last > 10:
             last = time.time()
-            print(f"[embed] {res.n} images embedded, {len(res.errors)} skipped, "
-                  f"{res.n / (last - t0):.1f} img/s", file=sys.stderr, flush=True)
+            log.info("%d images embedded, %d skipped, %.1f img/s", res.n, len(res.errors), res.n / (last - t0))
     if writer is not None:
         writer.close()
     res.seconds = time.time() - t0
     if keep_in_memory:
         res.embeddings = np.concatenate(chunks) if chunks else np.zeros((0, 0), np.float32)
     if res.errors:
-        print(f"[embed] skipped {len(res.errors)} unreadable image(s); first: {res.errors[0]}", file=sys.stderr)
+        log.warning("skipped %d unreadable image(s); first: %s", len(res.errors), res.errors[0])
     return res
 
 

@@ -5,7 +5,10 @@ Layout of an index root (docs/serving.md):
     ROOT/CURRENT                      the served version's name (replaced atomically: hot swap)
     ROOT/<version>/index.faiss        faiss.index_factory(dim, factory, METRIC_INNER_PRODUCT)
     ROOT/<version>/ids.parquet        row -> item_id, title, and where the item sits in the catalog
-    ROOT/<version>/manifest.json      model (dir, created_at, spec hash, dim), catalog, factory, counts
+    ROOT/<version>/manifest.json      model (dir, source_dir, created_at, spec hash, dim, content sha256),
+                                      catalog, factory + search params (distill.ann), counts
+    ROOT/<version>/model/             the version's own copy of the student that embedded it: queries
+                                      (text now, images later) embed with exactly that model
     ROOT/<version>/embeddings/        the unit image embeddings (schema embeddings_schema), streamed
 
 Embedding streams through Ray Data into Parquet, and the index is built from that Parquet in chunks,
@@ -14,11 +17,11 @@ so the job's memory is one batch plus the index itself, however large the catalo
 
 from __future__ import annotations
 
+import hashlib
 import json
-import math
+import logging
 import os
 import shutil
-import sys
 import time
 from pathlib import Path
 
@@ -27,16 +30,21 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from distill import fsutil
+from distill.ann import choose_index
+from distill.data.layout import catalog_files, catalog_root
 from distill.settings import IndexConfig
 from distill.splits import hash_key
+
+log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
 CURRENT = "CURRENT"
 INDEX_FILE = "index.faiss"
 IDS_FILE = "ids.parquet"
 MANIFEST_FILE = "manifest.json"
+MODEL_DIR = "model"
 EMBEDDINGS_DIR = "embeddings"
-HNSW_M = 32
 CHUNK_ROWS = 50_000  # vectors per add() call while streaming the embedding Parquet
 
 IDS_SCHEMA = pa.schema(
@@ -52,50 +60,6 @@ IDS_SCHEMA = pa.schema(
 
 class IndexDirError(RuntimeError):
     """An index directory that cannot be used; the message names the directory and the problem."""
-
-
-# ------------------------------------------------------------------------------------- factory choice
-
-
-def _ivf_lists(n: int) -> int:
-    # FAISS guidance: 4*sqrt(n) .. 16*sqrt(n) lists, each trained on >= 39 points.
-    nlist = 2 ** round(math.log2(max(4 * math.sqrt(n), 1)))
-    return int(max(1, min(nlist, 65536, n // 39)))
-
-
-def _pq_subquantizers(dim: int, bytes_per_vector: float) -> int | None:
-    """Largest divisor of dim that fits the per-vector byte budget (8-bit codes), at most 64."""
-    cap = int(min(64, dim, bytes_per_vector))
-    for m in range(cap, 0, -1):
-        if dim % m == 0:
-            return m
-    return None
-
-
-def choose_factory(n: int, dim: int, memory_budget_gb: float, flat_max: int = 200_000) -> str:
-    """Exact Flat while small, HNSW32 when Flat gets slow, IVF-PQ when the vectors outgrow the budget."""
-    if n < 1 or dim < 1:
-        raise ValueError(f"cannot index {n} vectors of dimension {dim}")
-    budget = memory_budget_gb * 1024**3
-    flat_bytes = n * dim * 4
-    hnsw_bytes = n * (dim * 4 + HNSW_M * 2 * 4 * 1.2)  # level-0 links plus upper levels
-    if flat_bytes <= budget and n <= flat_max:
-        return "Flat"
-    if hnsw_bytes <= budget:
-        return f"HNSW{HNSW_M}"
-    m = _pq_subquantizers(dim, budget / n - 8)  # IVF lists also store an int64 id per vector
-    if m is None:
-        raise ValueError(f"{n} vectors of dimension {dim} do not fit in {memory_budget_gb} GB even as IVF-PQ; "
-                         "raise index.memory_budget_gb")
-    return f"IVF{_ivf_lists(n)},PQ{m}"
-
-
-def default_search_params(factory: str) -> str | None:
-    if "HNSW" in factory:
-        return "efSearch=128"
-    if factory.startswith("IVF"):
-        return "nprobe=16"
-    return None
 
 
 # ----------------------------------------------------------------------------------- reading vectors
@@ -140,10 +104,6 @@ def sample_vectors(files: list[str], n: int, size: int, seed: int = 0) -> np.nda
 # ------------------------------------------------------------------------------------------ building
 
 
-def _progress(msg: str) -> None:
-    print(f"[index] {msg}", file=sys.stderr, flush=True)
-
-
 def build_faiss(files: list[str], factory: str, train_sample: int = 100_000, progress: bool = True) -> faiss.Index:
     """Build `factory` over the embedding Parquet files, adding chunk by chunk."""
     n, dim = _count_and_dim(files)
@@ -154,7 +114,7 @@ def build_faiss(files: list[str], factory: str, train_sample: int = 100_000, pro
     if not index.is_trained:
         sample = sample_vectors(files, n, train_sample)
         if progress:
-            _progress(f"training {factory} on {len(sample)} of {n} vectors")
+            log.info("training %s on %d of %d vectors", factory, len(sample), n)
         try:
             index.train(sample)
         except RuntimeError as err:
@@ -166,23 +126,14 @@ def build_faiss(files: list[str], factory: str, train_sample: int = 100_000, pro
         added += len(vecs)
         if progress and time.time() - last > 10:
             last = time.time()
-            _progress(f"added {added}/{n} vectors to {factory}")
+            log.info("added %d/%d vectors to %s", added, n, factory)
     return index
-
-
-def _catalog_dir(path: str | Path) -> Path:
-    p = Path(path)
-    if (p / "items").is_dir():
-        return p
-    if (p / "catalog" / "items").is_dir():  # a world directory
-        return p / "catalog"
-    raise FileNotFoundError(f"{p} is not a catalog directory (no items/ in it or in {p / 'catalog'})")
 
 
 def catalog_locations(catalog_dir: Path) -> pa.Table:
     """item_id, title and (file, row group, row) of every catalog row, reading only the small columns."""
     parts = []
-    for f in sorted((catalog_dir / "items").glob("*.parquet")):
+    for f in map(Path, catalog_files(catalog_dir)):
         pf = pq.ParquetFile(f)
         rel = str(f.relative_to(catalog_dir))
         for rg in range(pf.num_row_groups):
@@ -209,16 +160,70 @@ def build_ids_table(files: list[str], catalog_dir: Path) -> pa.Table:
     return joined.select(IDS_SCHEMA.names).cast(IDS_SCHEMA)
 
 
-def _model_binding(model_dir: Path) -> dict:
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def model_content_hash(model_dir: str | Path) -> str:
+    """sha256 over the saved student's files (manifest and weights), names included, in name order.
+
+    Queries must embed with the very image tower that built the index; the created_at and spec hash
+    alone would not notice weights replaced in place (a retrain into the same directory)."""
+    digest = hashlib.sha256()
+    for f in sorted(p for p in Path(model_dir).iterdir() if p.is_file() and not p.name.startswith(".")):
+        digest.update(f"{f.name}\0{_file_sha256(f)}\n".encode())
+    return digest.hexdigest()
+
+
+def model_binding(model_dir: str | Path) -> dict:
+    """What an index version records about the student that embedded it: enough to reload and verify it."""
     from distill.student import read_manifest
 
+    model_dir = Path(model_dir)
     m = read_manifest(model_dir)
     return {
         "dir": str(model_dir.resolve()),
         "created_at": m.get("created_at"),
         "spec_hash": hash_key(json.dumps(m.get("spec", {}), sort_keys=True)),
         "embed_dim": m.get("embed_dim"),
+        "content_sha256": model_content_hash(model_dir),
     }
+
+
+def copy_bound_model(model_dir: Path, stage: Path, final_dir: Path) -> dict:
+    """Copy the student into the version being staged and bind the version to that copy.
+
+    Training re-exports models/distilled in place, so a binding to the source directory would break every
+    older version (no rollback). The copy is the version's own: `dir` is where it will live once the
+    staging dir is published, `source_dir` where it came from."""
+    shutil.copytree(model_dir, stage / MODEL_DIR)
+    binding = model_binding(stage / MODEL_DIR)
+    return {**binding, "dir": str(final_dir.resolve() / MODEL_DIR), "source_dir": str(Path(model_dir).resolve())}
+
+
+def verify_model_binding(manifest: dict, version_path: str | Path | None = None) -> Path:
+    """The model dir an index version was built with, after checking its files still hash the same.
+
+    Raises IndexDirError when the directory is gone or its content changed (load that exact model, or
+    rebuild the index): query embeddings from another image tower would rank nonsense silently. With
+    `version_path`, an index root that was moved still finds the version's own copy."""
+    bound = manifest["model"]
+    model_dir = Path(bound["dir"])
+    if not model_dir.is_dir() and version_path is not None and (Path(version_path) / MODEL_DIR).is_dir():
+        model_dir = Path(version_path) / MODEL_DIR
+    if not model_dir.is_dir():
+        raise IndexDirError(f"index {manifest.get('version')}: its model {model_dir} no longer exists")
+    expected = bound.get("content_sha256")
+    if expected is None:  # built before content hashes were recorded: nothing to compare against
+        return model_dir
+    if model_content_hash(model_dir) != expected:
+        raise IndexDirError(f"index {manifest.get('version')}: model {model_dir} changed since the index was "
+                            "built (content hash differs); rebuild the index or restore that model")
+    return model_dir
 
 
 def new_version_name(out_root: Path, model: dict, catalog: Path) -> str:
@@ -230,20 +235,12 @@ def new_version_name(out_root: Path, model: dict, catalog: Path) -> str:
     return name
 
 
-def write_json(path: Path, obj: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
-
-
 def set_current(out_root: str | Path, version: str) -> None:
     """Point ROOT/CURRENT at `version` with an atomic rename (readers never see a partial file)."""
     root = Path(out_root)
     if not (root / version / MANIFEST_FILE).exists():
         raise IndexDirError(f"{root / version} is not a complete index version (no {MANIFEST_FILE})")
-    tmp = root / f".{CURRENT}.tmp-{os.getpid()}"
-    tmp.write_text(version + "\n")
-    os.replace(tmp, root / CURRENT)
+    fsutil.set_pointer(root / CURRENT, version)
 
 
 def current_version(out_root: str | Path) -> str:
@@ -281,7 +278,7 @@ def publish_version(emb_dir: Path, catalog: Path, model_dir: Path, out_root: Pat
     """
     stage = emb_dir.parent
     version = stage.name[1:-len(".tmp")]
-    model = _model_binding(model_dir)
+    model = copy_bound_model(model_dir, stage, out_root / version)
     files = embedding_files(emb_dir)
     if not files:
         raise IndexDirError(f"no image of catalog {catalog} (split={cfg.split}) could be embedded; "
@@ -289,23 +286,24 @@ def publish_version(emb_dir: Path, catalog: Path, model_dir: Path, out_root: Pat
     n, dim = _count_and_dim(files)
     if model["embed_dim"] not in (None, dim):
         raise IndexDirError(f"model {model_dir} declares embed_dim {model['embed_dim']} but the embeddings have {dim}")
-    factory = cfg.factory or choose_factory(n, dim, cfg.memory_budget_gb, cfg.flat_max)
+    choice = choose_index(n, dim, memory_budget_gb=cfg.memory_budget_gb, flat_max=cfg.flat_max, factory=cfg.factory,
+                          search_params=cfg.search_params)
     if progress:
-        _progress(f"{n} embeddings of dim {dim} ({len(skipped)} skipped); building {factory}")
-    index = build_faiss(files, factory, cfg.train_sample, progress)
+        log.info("%d embeddings of dim %d (%d skipped); building %s", n, dim, len(skipped), choice.factory)
+    index = build_faiss(files, choice.factory, cfg.train_sample, progress)
     faiss.write_index(index, str(stage / INDEX_FILE))
     pq.write_table(build_ids_table(files, catalog), str(stage / IDS_FILE))
     manifest = {
         "format_version": FORMAT_VERSION, "version": version,
         "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "model": model, "embed_dim": dim, "catalog": str(catalog.resolve()), "split": cfg.split,
-        "factory": factory, "metric": "inner_product",
-        "search_params": cfg.search_params or default_search_params(factory),
+        "factory": choice.factory, "metric": "inner_product",
+        "search_params": choice.search_params,
         "ntotal": int(index.ntotal), "skipped": len(skipped),
         "skipped_examples": [list(e) for e in list(skipped)[:20]],
         "seconds": seconds or {},
     }
-    write_json(stage / MANIFEST_FILE, manifest)
+    fsutil.write_json(stage / MANIFEST_FILE, manifest)
     os.rename(stage, out_root / version)
     if make_current:
         set_current(out_root, version)
@@ -317,7 +315,7 @@ def stage_dir(out_dir: str | Path, model_dir: str | Path, catalog_dir: str | Pat
     """A fresh hidden staging directory `<out_dir>/.<new version>.tmp/` for one index build."""
     out_root = Path(out_dir)
     out_root.mkdir(parents=True, exist_ok=True)
-    version = new_version_name(out_root, _model_binding(Path(model_dir)), _catalog_dir(catalog_dir))
+    version = new_version_name(out_root, model_binding(model_dir), catalog_root(catalog_dir))
     stage = out_root / f".{version}.tmp"
     shutil.rmtree(stage, ignore_errors=True)
     (stage / EMBEDDINGS_DIR).mkdir(parents=True)
@@ -334,7 +332,7 @@ def build_index(model_dir: str | Path, catalog_dir: str | Path, out_dir: str | P
     from distill.embed import embed_catalog
 
     cfg = cfg or IndexConfig()
-    model_dir, catalog = Path(model_dir), _catalog_dir(catalog_dir)
+    model_dir, catalog = Path(model_dir), catalog_root(catalog_dir)
     stage = stage_dir(out_dir, model_dir, catalog)
     t0 = time.time()
     try:

@@ -22,6 +22,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from distill import fsutil
 from distill.schemas import LABEL_ERRORS, LABELS, conform
 
 # Errors that say the teacher answered and its answer was unusable: re-asking would pay again for
@@ -52,13 +53,8 @@ class LabelStore:
     # ---- writing -----------------------------------------------------------------------------------
     def _commit(self, table: pa.Table, directory: Path, name: str | None = None) -> Path:
         name = name or f"part-{time.time_ns():020d}-{uuid.uuid4().hex[:12]}.parquet"
-        tmp = directory / f".tmp-{uuid.uuid4().hex}.parquet"
-        pq.write_table(table, tmp)
-        with open(tmp, "rb") as fh:  # the data must be on disk before the rename makes it visible
-            os.fsync(fh.fileno())
-        final = directory / name
-        os.replace(tmp, final)
-        return final
+        # durable: the data must be on disk before the rename makes it visible (labels cost money).
+        return fsutil.write_parquet(directory / name, table, durable=True)
 
     def append(self, rows: pa.Table) -> Path | None:
         """Commit answered rows (schema LABELS; created_at filled in when missing) as one chunk."""

@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 
 from distill.align import iter_catalog_rows
+from distill.data.layout import catalog_root
 from distill.images import try_load_row_image
 from distill.student import Student, load_or_build
 
@@ -26,10 +27,11 @@ def rank_catalog(model: str | Path | Student, catalog_dir, query: str, k: int = 
     q = student.encode_texts([query])[0]
     best: list = []
     cols = ["item_id", "image", "image_path", "title", "category"]
+    root = catalog_root(catalog_dir)  # image_path is relative to the catalog dir, also when given a world dir
     for rows in iter_catalog_rows(catalog_dir, split, batch_rows=64, columns=cols):
         kept, pixels = [], []
         for row in rows:
-            img, _ = try_load_row_image(row, catalog_dir)
+            img, _ = try_load_row_image(row, root)
             if img is not None:
                 kept.append(row)
                 pixels.append(student.preprocess(img))

@@ -9,11 +9,10 @@ draws from the whole catalog (bins marker -1); unlike the reference, a group nev
 Two ways to find the bins:
 - `exact`: every item is scored for every distinct persona, in persona blocks whose score matrix
   stays under `cfg.score_memory_mb` (the N_items x N_personas matrix is never held).
-- `approx` (large catalogs): each persona's min/max and edges are estimated from a random subsample
-  of `cfg.approx_subsample` items (shared by the personas of one call), refined by the extreme
-  scores a FAISS index returns; the top bins are drawn from a k-NN search of the index, re-scored
-  exactly; the lowest bin is drawn by rejection from uniform items. benchmarks/sampler_approx.py
-  measures how well its groups match the exact mode.
+- `approx` (large catalogs, distill/sampling_approx.py): each persona's min/max and edges are
+  estimated from a random subsample of `cfg.approx_subsample` items (shared by the personas of one
+  call), refined by the extreme scores a FAISS index returns; the top bins are drawn from a k-NN
+  search of the index, re-scored exactly; the lowest bin is drawn by rejection from uniform items.
 
 Everything is seeded by (cfg.seed, round): the persona sequence, the approx subsample and each
 group's draws (keyed by its position in the sequence) have their own `default_rng` streams, so a
@@ -23,8 +22,6 @@ rerun draws the same groups and the groups do not depend on the memory bound or 
 from __future__ import annotations
 
 import logging
-import math
-import sys
 import time
 from dataclasses import dataclass
 from typing import Callable
@@ -183,93 +180,6 @@ def exact_pool(scores: np.ndarray, edges: list[float]) -> BinPool:
     return BinPool(thresholds=thresholds, members=members)
 
 
-def _index_params(factory: str, cfg: SamplerConfig) -> str:
-    if cfg.approx_search_params is not None:
-        return cfg.approx_search_params
-    return "nprobe=32" if factory.startswith("IVF") else ""
-
-
-def default_factory(n_items: int) -> str:
-    """Flat below 20k items (exact, cheap); else IVF with about sqrt(N) lists, a power of two.
-
-    The index is rebuilt every round (the image tower changes), so build time counts: few lists
-    keep the k-means cheap, and nprobe=32 still scans only ~32/sqrt(N) of the catalog per query.
-    """
-    if n_items < 20_000:
-        return "Flat"
-    nlist = 2 ** round(math.log2(math.sqrt(n_items)))
-    return f"IVF{nlist},Flat"
-
-
-def build_item_index(item_emb: np.ndarray, cfg: SamplerConfig):
-    """A FAISS inner-product index over the unit item rows (built once per call or per round)."""
-    import faiss  # imported here: only approx mode needs it
-
-    vectors = np.ascontiguousarray(item_emb, dtype=np.float32)
-    factory = cfg.approx_factory or default_factory(len(vectors))
-    index = faiss.index_factory(vectors.shape[1], factory, faiss.METRIC_INNER_PRODUCT)
-    if not index.is_trained:
-        # Train on a subsample: k-means cost grows with the points, and 40 per list (faiss asks
-        # for 39) place the centroids well enough for a coarse quantizer.
-        try:
-            nlist = faiss.extract_index_ivf(index).nlist
-        except RuntimeError:  # not an IVF index (e.g. a PQ or an HNSW one that needs training)
-            nlist = 256
-        rng = np.random.default_rng(cfg.seed)
-        take = min(len(vectors), max(40 * nlist, 10_000))
-        index.train(vectors[np.sort(rng.choice(len(vectors), take, replace=False))])
-    index.add(vectors)
-    params = _index_params(factory, cfg)
-    if params:
-        faiss.ParameterSpace().set_index_parameters(index, params)
-    return index
-
-
-def _search_depth(fraction_above: np.ndarray, n_items: int, top_draws: int, cfg: SamplerConfig) -> int:
-    """k for the k-NN search of a persona block: twice the largest estimated top-bin population, plus slack."""
-    estimate = int(np.ceil(2.0 * fraction_above.max() * n_items)) + 256 + top_draws
-    return int(min(n_items, cfg.approx_max_k, estimate))
-
-
-def approx_pools(
-    queries: np.ndarray, item_emb: np.ndarray, index, sub_emb: np.ndarray, cfg: SamplerConfig
-) -> list[BinPool]:
-    """Bins of a block of personas from a subsample (edges) and the index (top-bin members)."""
-    n_items = item_emb.shape[0]
-    sub_scores = queries @ sub_emb.T
-    first_cut = bin_thresholds(sub_scores.min(1), sub_scores.max(1), cfg.edges)[:, 0]
-    k = _search_depth((sub_scores >= first_cut[:, None]).mean(1), n_items, sum(cfg.draws[1:]), cfg)
-    top_scores, top_ids = index.search(queries, k)
-    low_scores, _ = index.search(-queries, 1)  # the best match of -q is q's lowest-scoring item
-    low = np.minimum(sub_scores.min(1), -low_scores[:, 0])
-    high = np.maximum(sub_scores.max(1), top_scores[:, 0])
-    pools = []
-    for row, query in enumerate(queries):
-        thresholds = bin_thresholds(low[row], high[row], cfg.edges)
-        found = np.sort(top_ids[row][top_ids[row] >= 0])
-        # Re-score exactly: the index may store compressed vectors, and bins must not depend on that.
-        exact = np.asarray(item_emb[found], dtype=np.float32) @ query
-        bins = assign_bins(exact, thresholds)
-        members: list[np.ndarray | None] = [None] + [found[bins == b] for b in range(1, len(cfg.edges) + 1)]
-        truncated = len(found) == k and k < n_items and bool(exact.min() >= thresholds[0])
-        pools.append(
-            BinPool(
-                thresholds=thresholds,
-                members=members,
-                score_of=_scorer(query, item_emb),
-                truncated=truncated,
-            )
-        )
-    return pools
-
-
-def _scorer(query: np.ndarray, item_emb: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
-    def score_of(indices: np.ndarray) -> np.ndarray:
-        return np.asarray(item_emb[indices], dtype=np.float32) @ query
-
-    return score_of
-
-
 # ----------------------------------------------------------------------------------------------- main API
 
 
@@ -322,7 +232,7 @@ class _Progress:
         if now - self.last >= _PROGRESS_EVERY_S:
             self.last = now
             rate = done / max(now - self.start, 1e-9)
-            print(f"[sampling] {self.what}: {done}/{self.total} ({rate:.1f}/s)", file=sys.stderr, flush=True)
+            log.info("%s: %d/%d (%.1f/s)", self.what, done, self.total, rate)
 
 
 def _pools_for(
@@ -333,6 +243,8 @@ def _pools_for(
     block = persona_block_size(n_items, cfg.score_memory_mb)
     sub_emb = None
     if cfg.mode == "approx":
+        from distill.sampling_approx import approx_pools, build_item_index  # FAISS only for approx mode
+
         if index is None:
             index = build_item_index(item_emb, cfg)
         sub = rng.choice(n_items, size=min(cfg.approx_subsample, n_items), replace=False)

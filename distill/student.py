@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from distill import fsutil
 from distill.config import StrictModel
 
 FORMAT_VERSION = 1
@@ -229,7 +230,7 @@ class Student(nn.Module):
     def trunk_is_frozen(self) -> bool:
         """True when only the projection head of a trunk+head tower (timm) trains and the trunk is exactly
         a fixed function: no trunk parameter trains and BatchNorm statistics are frozen. Then trunk
-        features can be computed once and reused every epoch and round (`distill.trunk_cache`)."""
+        features can be computed once and reused every epoch and round (`distill.train.trunk_cache`)."""
         visual = self.model.visual
         if not (hasattr(visual, "trunk") and hasattr(visual, "head")) or not self.spec.freeze_bn_stats:
             return False
@@ -257,9 +258,6 @@ class Student(nn.Module):
         self.train(was_training)
         return torch.cat(out) if out else torch.empty(0)
 
-    def preprocess_pil(self, img) -> torch.Tensor:
-        return self.preprocess(img)
-
 
 def build_student(spec: StudentSpec | dict | None = None) -> Student:
     spec = StudentSpec.model_validate(spec or {}) if not isinstance(spec, StudentSpec) else spec
@@ -273,10 +271,7 @@ def save_student(student: Student, out_dir: str | Path, extra: dict | None = Non
     from safetensors.torch import save_file
 
     out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-", dir=out_dir.parent))
     visual = student.model.visual.state_dict()
-    save_file({k: v.detach().cpu().contiguous() for k, v in visual.items()}, str(tmp / "visual.safetensors"))
     manifest = {
         "format_version": FORMAT_VERSION,
         "spec": student.spec.model_dump(mode="json"),
@@ -285,16 +280,9 @@ def save_student(student: Student, out_dir: str | Path, extra: dict | None = Non
         "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         **(extra or {}),
     }
-    (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2))
-    if out_dir.exists():
-        old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
-        out_dir.rename(old)
-        tmp.rename(out_dir)
-        import shutil
-
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        tmp.rename(out_dir)
+    with fsutil.atomic_dir(out_dir, overwrite=True) as tmp:
+        save_file({k: v.detach().cpu().contiguous() for k, v in visual.items()}, str(tmp / "visual.safetensors"))
+        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2))
     return out_dir
 
 

@@ -1,4 +1,5 @@
-"""Importers and readers of catalog / persona directories (distill.catalog), on tiny fixtures in tmp_path."""
+"""Importers (distill.data.importers) and readers (distill.data.layout) of catalog / persona directories,
+on tiny fixtures in tmp_path."""
 
 from __future__ import annotations
 
@@ -9,18 +10,18 @@ import pyarrow.parquet as pq
 import pytest
 from fixtures.catalog_fixtures import draw_image, make_hm_fixture, make_image_folder, write_personas_jsonl
 
-from distill.catalog import (
+from distill.data.cli import main as cli_main
+from distill.data.importers.folder import import_image_folder
+from distill.data.importers.personas import import_personas
+from distill.data.importers.table import import_catalog, render_template
+from distill.data.layout import (
     catalog_files,
     catalog_root,
-    import_catalog,
-    import_image_folder,
-    import_personas,
+    persona_texts,
     read_catalog,
-    read_manifest,
+    read_catalog_manifest,
     read_personas,
-    render_template,
 )
-from distill.cli_data import main as cli_main
 from distill.images import load_row_image
 from distill.schemas import CATALOG, PERSONAS, SchemaError
 
@@ -35,10 +36,11 @@ def test_render_template_hm_and_specs():
     assert render_template("{brand}/{id[-2:]}.png", {"id": "abc12", "brand": "acme"}) == "acme/12.png"
 
 
-def test_hm_layout_import_reports_every_bad_row(tmp_path, capsys):
+def test_hm_layout_import_reports_every_bad_row(tmp_path, caplog):
     exp = make_hm_fixture(tmp_path / "hm", n_good=10)
     out = tmp_path / "cat"
-    report = import_catalog(tmp_path / "hm" / "articles.csv", out, layout="hm", n_val=2, n_test=3)
+    with caplog.at_level("INFO", logger="distill"):
+        report = import_catalog(tmp_path / "hm" / "articles.csv", out, layout="hm", n_val=2, n_test=3)
 
     assert report.rows_read == exp["rows"]
     assert report.written == 10
@@ -51,7 +53,7 @@ def test_hm_layout_import_reports_every_bad_row(tmp_path, capsys):
         assert by_reason[reason].row == row
         assert f"row {row}" in str(report) and item_id in str(report)
     assert "duplicate of row 1" in by_reason["duplicate_id"].detail
-    assert "skipped corrupt_image: 1" in capsys.readouterr().err  # the report is printed to stderr
+    assert "skipped corrupt_image: 1" in caplog.text  # the report is logged (the CLI's stderr)
     # layout, schema, contents
     assert catalog_root(out) == out
     files = catalog_files(out)
@@ -70,7 +72,7 @@ def test_hm_layout_import_reports_every_bad_row(tmp_path, capsys):
     # splits: exact sizes, disjoint
     assert t.num_rows == 10
     assert [read_catalog(out, split=s).num_rows for s in ("train", "val", "test")] == [5, 2, 3]
-    manifest = read_manifest(out)
+    manifest = read_catalog_manifest(out)
     assert manifest["splits"] == {"train": 5, "val": 2, "test": 3}
     assert manifest["skipped"] == dict(report.skipped)
     assert manifest["categories"] == {"Dress": 3, "Sweater": 3, "Trousers": 4}
@@ -160,7 +162,7 @@ def test_image_folder_import(tmp_path):
     nike = rows["Shoes/Sneakers and Athletic Shoes/Nike/8001"]
     assert nike["title"] == "Nike Sneakers and Athletic Shoes" and nike["category"] == "Nike"
     assert rows["bags/tote_bag"]["image_path"] == "images/bags/tote_bag.png"
-    assert read_manifest(out)["ignored_files"] == {".txt": 1}
+    assert read_catalog_manifest(out)["ignored_files"] == {".txt": 1}
     # category from a chosen folder level (UT-Zap50K: Shoes/<category>/<brand>/...)
     out2 = tmp_path / "cat2"
     import_image_folder(tmp_path / "shop", out2, n_val=0, n_test=0, category_level=1, embed_images=True,
@@ -182,7 +184,22 @@ def test_personas_import_jsonl_with_bad_rows(tmp_path):
     assert t.schema == PERSONAS
     assert t["text"].to_pylist()[0] == "A chef who loves knives."
     assert [read_personas(out, s).num_rows for s in ("train", "val", "test")] == [13, 3, 2]
-    assert read_manifest(out)["splits"] == {"train": 13, "val": 3, "test": 2}
+    assert read_catalog_manifest(out)["splits"] == {"train": 13, "val": 3, "test": 2}
+
+
+def test_personas_readers_filter_by_split_and_ids(tmp_path):
+    write_personas_jsonl(tmp_path / "p.jsonl")
+    out = tmp_path / "world" / "personas"  # readers also accept the world directory above it
+    import_personas(tmp_path / "p.jsonl", out, id_col="id", n_val=3, n_test=2, quiet=True)
+    everyone = read_personas(tmp_path / "world")
+    some = everyone["persona_id"].to_pylist()[:3]
+    picked = read_personas(out, persona_ids=set(some) | {"no-such-id"})
+    assert sorted(picked["persona_id"].to_pylist()) == sorted(some) and picked.schema == PERSONAS
+    val = read_personas(out, split="val", persona_ids=everyone["persona_id"].to_pylist())
+    assert val.num_rows == 3 and set(val["split"].to_pylist()) == {"val"}
+    texts = dict(zip(everyone["persona_id"].to_pylist(), everyone["text"].to_pylist()))
+    assert persona_texts(out, some) == {pid: texts[pid] for pid in some}
+    assert persona_texts(out) == texts
 
 
 def test_personas_import_parquet_default_ids_and_missing_column(tmp_path):

@@ -12,9 +12,11 @@ import pyarrow.parquet as pq
 import pytest
 from helpers_data import make_catalog, make_index
 
+from distill import ann
 from distill import index as idx
+from distill.sampling_approx import build_item_index
 from distill.schemas import embeddings_schema
-from distill.settings import IndexConfig
+from distill.settings import IndexConfig, SamplerConfig
 from distill.student import save_student
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -40,15 +42,32 @@ def write_embeddings(path: Path, ids: list[str], vecs: np.ndarray) -> None:
 
 
 def test_choose_factory_by_size_and_budget():
-    assert idx.choose_factory(1_000, 384, 4.0) == "Flat"
-    assert idx.choose_factory(500_000, 384, 4.0) == "HNSW32"  # past flat_max, fits the budget
-    ivf = idx.choose_factory(10_000_000, 384, 4.0)  # Flat would be 15 GB
+    assert ann.choose_factory(1_000, 384, 4.0) == "Flat"
+    assert ann.choose_factory(500_000, 384, 4.0) == "HNSW32"  # past flat_max, fits the budget
+    ivf = ann.choose_factory(10_000_000, 384, 4.0)  # Flat would be 15 GB
     assert ivf.startswith("IVF") and ",PQ" in ivf
     m = int(ivf.split("PQ")[1])
     assert 384 % m == 0 and 10_000_000 * (m + 8) <= 4.0 * 1024**3
     faiss.index_factory(384, ivf, faiss.METRIC_INNER_PRODUCT)  # a string FAISS accepts
     with pytest.raises(ValueError, match="memory_budget_gb"):
-        idx.choose_factory(10_000_000_000, 384, 1.0)
+        ann.choose_factory(10_000_000_000, 384, 1.0)
+
+
+def test_one_chooser_gives_index_and_sampler_the_same_search_params():
+    served = ann.choose_index(10_000_000, 384, memory_budget_gb=4.0)
+    rebuilt = ann.choose_index(100_000, 384, rebuilt_often=True)
+    assert rebuilt.factory == "IVF256,Flat" and ann.choose_index(19_999, 384, rebuilt_often=True).factory == "Flat"
+    # Every IVF is probed the same way, whoever built it; HNSW and Flat likewise.
+    assert served.search_params == rebuilt.search_params == f"nprobe={ann.IVF_NPROBE}"
+    assert ann.choose_index(500_000, 384).search_params == "efSearch=128"
+    assert ann.choose_index(10, 384).search_params is None
+    # Config wins over the chooser; a config factory without params gets the factory's defaults.
+    assert ann.choose_index(10, 384, factory="IVF4,Flat") == ann.AnnChoice("IVF4,Flat", f"nprobe={ann.IVF_NPROBE}")
+    assert ann.choose_index(10, 384, factory="IVF4,Flat", search_params="nprobe=2").search_params == "nprobe=2"
+    # The sampler applies exactly these params to the index it builds.
+    vecs = clustered(400, 16)
+    sampler_index = build_item_index(vecs, SamplerConfig(mode="approx", approx_factory="IVF8,Flat"))
+    assert faiss.extract_index_ivf(sampler_index).nprobe == ann.IVF_NPROBE
 
 
 def test_build_faiss_streams_chunks_and_trains_ivf_pq(tmp_path):
@@ -74,7 +93,7 @@ def test_round_trip_versions_and_catalog_lookup(tmp_path, model_dir):
     out = tmp_path / "index"
     m1 = make_index(model_dir, catalog, out)
     assert m1["ntotal"] == 8 and m1["skipped"] == 1 and m1["skipped_examples"][0][0] == "item-004"
-    assert m1["model"]["dir"] == str(Path(model_dir).resolve()) and m1["model"]["created_at"]
+    assert m1["model"]["source_dir"] == str(Path(model_dir).resolve()) and m1["model"]["created_at"]
     assert m1["embed_dim"] == 384 and m1["factory"] == "Flat"
     index, ids, manifest = idx.load_index(out)
     assert manifest == m1 and idx.current_version(out) == m1["version"]
@@ -100,6 +119,25 @@ def test_round_trip_versions_and_catalog_lookup(tmp_path, model_dir):
         idx.search(index2, np.zeros((1, 8), np.float32), 3)
     with pytest.raises(idx.IndexDirError, match="not found"):
         idx.load_index(out, "v-missing")
+
+
+def test_index_records_the_exact_model_and_detects_a_changed_one(tmp_path, offline_student):
+    model = save_student(offline_student, tmp_path / "student")
+    catalog = make_catalog(tmp_path / "cat", n=3)
+    manifest = make_index(model, catalog, tmp_path / "index")
+    bound = manifest["model"]
+    version_dir = tmp_path / "index" / manifest["version"]
+    # The version keeps its own copy: a retrain that re-exports `student` in place cannot break it.
+    assert bound["dir"] == str((version_dir / "model").resolve()) and bound["source_dir"] == str(model.resolve())
+    assert bound["content_sha256"] == idx.model_content_hash(model) == idx.model_content_hash(version_dir / "model")
+    assert len(bound["content_sha256"]) == 64
+    save_student(offline_student, model, extra={"note": "re-exported by a later training run"})
+    assert idx.verify_model_binding(idx.read_index_manifest(tmp_path / "index")) == version_dir / "model"
+    # Weights of the version's copy replaced in place: the binding no longer verifies.
+    weights = version_dir / "model" / "visual.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-1] + bytes([weights.read_bytes()[-1] ^ 1]))
+    with pytest.raises(idx.IndexDirError, match="changed since the index was built"):
+        idx.verify_model_binding(manifest)
 
 
 def _read_embeddings(emb_dir: Path):

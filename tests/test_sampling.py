@@ -14,10 +14,10 @@ from distill.sampling import (
     assign_bins,
     bin_stats,
     bin_thresholds,
-    build_item_index,
     sample_groups,
     score_items,
 )
+from distill.sampling_approx import build_item_index
 from distill.schemas import GROUPS
 from distill.settings import SamplerConfig
 from distill.splits import hash_key
@@ -160,7 +160,7 @@ def test_approx_mode_matches_exact_bins():
 
 def test_approx_top_bin_items_respect_estimated_thresholds():
     # Edges come from the subsample + index extremes; every top-bin item must clear its estimated cut.
-    from distill.sampling import approx_pools
+    from distill.sampling_approx import approx_pools
 
     persona_ids, personas, item_ids, items = make_world(n_personas=4, n_items=4000, dim=16, seed=2, clusters=20)
     cfg = SamplerConfig(mode="approx", approx_subsample=800)

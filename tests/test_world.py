@@ -1,4 +1,4 @@
-"""The embedded world (distill.world): selection, rendering, determinism, splits, layout and attribution."""
+"""The embedded world (distill.data.world): selection, rendering, determinism, splits, layout and attribution."""
 
 from __future__ import annotations
 
@@ -12,18 +12,12 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from distill.catalog import catalog_files, catalog_root, read_catalog, read_manifest, read_personas
-from distill.cli_data import main as cli_main
+from distill.data.cli import main as cli_main
+from distill.data.layout import catalog_files, catalog_root, read_catalog, read_catalog_manifest, read_personas
+from distill.data.world import GlyphRenderer, build_world, parse_emoji_test, select_emoji
+from distill.data.world_assets import PHOTOS, attribution_text
+from distill.data.world_personas import make_personas
 from distill.schemas import CATALOG, PERSONAS, SPLITS
-from distill.world import (
-    PHOTOS,
-    GlyphRenderer,
-    attribution_text,
-    build_world,
-    make_personas,
-    parse_emoji_test,
-    select_emoji,
-)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -87,8 +81,8 @@ def test_world_layout_and_schemas(small_world):
     ids = set(t["item_id"].to_pylist())
     assert {"openmoji-1F600"}.isdisjoint(ids)  # no faces
     assert "photo-coffee" in ids
-    assert read_manifest(out)["groups"]["Photos"] == len(PHOTOS)
-    manifest = read_manifest(out / "catalog")
+    assert read_catalog_manifest(out)["groups"]["Photos"] == len(PHOTOS)
+    manifest = read_catalog_manifest(out / "catalog")
     assert manifest["n_items"] == t.num_rows and manifest["skipped"] == {}
 
 

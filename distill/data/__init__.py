@@ -1,1 +1,3 @@
-"""Small hand-written vocabularies used to build the embedded world (kept as Python so they always ship)."""
+"""Data inputs: the catalog / personas layout and readers (`layout`), importers of real data
+(`importers`), the embedded offline world (`world`, `world_assets`, `world_personas`, with the vendored
+`emoji-test.txt` and the hand-written vocabulary in `interests`), and the data CLI verbs (`cli`)."""

@@ -1,21 +1,24 @@
 """CLI for data: `distill world build`, `distill catalog import`, `distill catalog info`, `distill personas import`.
 
-Wire into the main parser with:
-
-    sub = parser.add_subparsers(dest="command")
-    add_data_commands(sub)
-    args = parser.parse_args(); sys.exit(args.func(args))
-
-Every handler takes the parsed args and returns a process exit code (0 ok, 2 bad input).
+`distill.cli` wires these in with `add_data_commands(subparsers)`. Every handler takes the parsed args
+and returns a process exit code (0 ok, 2 bad input). The import report is logged (INFO) by the
+importers; `--report-json` also saves it.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
+from typing import Callable
 
-from .schemas import SchemaError
+from distill.schemas import SchemaError
+
+log = logging.getLogger(__name__)
+
+# What a bad input raises: a missing column, file or directory, an existing output, a bad value.
+_INPUT_ERRORS = (SchemaError, FileNotFoundError, FileExistsError, ValueError)
 
 
 def _csv_list(text: str) -> list[str]:
@@ -23,12 +26,24 @@ def _csv_list(text: str) -> list[str]:
 
 
 def _fail(err: Exception) -> int:
-    print(f"error: {err}", file=sys.stderr)
+    log.error("%s", err)
     return 2
 
 
+def _run_import(run: Callable[[], object], report_json: str | None) -> int:
+    """Run an importer; a bad input is exit code 2, and the report is saved as JSON when asked."""
+    try:
+        report = run()
+    except _INPUT_ERRORS as err:
+        return _fail(err)
+    if report_json:
+        with open(report_json, "w") as f:
+            json.dump(report.to_dict(), f, indent=2)
+    return 0
+
+
 def cmd_world_build(args: argparse.Namespace) -> int:
-    from .world import DEFAULT_GROUPS, build_world
+    from distill.data.world import DEFAULT_GROUPS, build_world
 
     try:
         summary = build_world(
@@ -52,10 +67,8 @@ def cmd_world_build(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_catalog_import(args: argparse.Namespace) -> int:
-    from .catalog import import_catalog, import_image_folder
-
-    common = dict(
+def _staging_args(args: argparse.Namespace) -> dict:
+    return dict(
         n_val=args.val,
         n_test=args.test,
         embed_images=args.embed_images,
@@ -65,39 +78,29 @@ def cmd_catalog_import(args: argparse.Namespace) -> int:
         max_problems=args.max_problems,
         overwrite=args.overwrite,
     )
-    try:
-        if args.folder:
-            report = import_image_folder(args.folder, args.out, category_level=args.category_level,
-                                         id_prefix=args.id_prefix, **common)
-        else:
-            report = import_catalog(
-                args.metadata,
-                args.out,
-                images_dir=args.images_dir,
-                layout=args.layout,
-                id_col=args.id_col,
-                id_format=args.id_format,
-                image_col=args.image_col,
-                image_template=args.image_template,
-                title_col=args.title_col,
-                text_cols=args.text_cols,
-                category_col=args.category_col,
-                **common,
-            )
-    except (SchemaError, FileNotFoundError, FileExistsError, ValueError) as err:
-        return _fail(err)
-    if args.report_json:
-        with open(args.report_json, "w") as f:
-            json.dump(report.to_dict(), f, indent=2)
-    return 0
+
+
+def cmd_catalog_import(args: argparse.Namespace) -> int:
+    from distill.data.importers.folder import import_image_folder
+    from distill.data.importers.table import import_catalog
+
+    if args.folder:
+        return _run_import(lambda: import_image_folder(args.folder, args.out, category_level=args.category_level,
+                                                       id_prefix=args.id_prefix, **_staging_args(args)),
+                           args.report_json)
+    return _run_import(lambda: import_catalog(
+        args.metadata, args.out, images_dir=args.images_dir, layout=args.layout, id_col=args.id_col,
+        id_format=args.id_format, image_col=args.image_col, image_template=args.image_template,
+        title_col=args.title_col, text_cols=args.text_cols, category_col=args.category_col, **_staging_args(args),
+    ), args.report_json)
 
 
 def cmd_catalog_info(args: argparse.Namespace) -> int:
-    from .catalog import catalog_files, catalog_root, read_manifest
+    from distill.data.layout import MANIFEST, catalog_files, catalog_root, read_catalog_manifest
 
     try:
         root = catalog_root(args.dir)
-        manifest = read_manifest(root) if (root / "manifest.json").exists() else {}
+        manifest = read_catalog_manifest(root) if (root / MANIFEST).exists() else {}
         manifest["parquet_files"] = catalog_files(root)
     except FileNotFoundError as err:
         return _fail(err)
@@ -106,25 +109,12 @@ def cmd_catalog_info(args: argparse.Namespace) -> int:
 
 
 def cmd_personas_import(args: argparse.Namespace) -> int:
-    from .catalog import import_personas
+    from distill.data.importers.personas import import_personas
 
-    try:
-        report = import_personas(
-            args.input,
-            args.out,
-            id_col=args.id_col,
-            text_col=args.text_col,
-            n_val=args.val,
-            n_test=args.test,
-            max_problems=args.max_problems,
-            overwrite=args.overwrite,
-        )
-    except (SchemaError, FileNotFoundError, FileExistsError, ValueError) as err:
-        return _fail(err)
-    if args.report_json:
-        with open(args.report_json, "w") as f:
-            json.dump(report.to_dict(), f, indent=2)
-    return 0
+    return _run_import(lambda: import_personas(
+        args.input, args.out, id_col=args.id_col, text_col=args.text_col, n_val=args.val, n_test=args.test,
+        max_problems=args.max_problems, overwrite=args.overwrite,
+    ), args.report_json)
 
 
 def _help(parser: argparse.ArgumentParser):
@@ -184,7 +174,8 @@ def add_data_commands(subparsers) -> None:
     imp.add_argument("--out", required=True, help="output catalog directory")
     imp.add_argument("--images-dir", help="base dir for image paths (default: the metadata file's dir; "
                                          "for --layout hm: <that dir>/images)")
-    imp.add_argument("--layout", choices=["hm"], help="preset column names and image layout (hm: H&M Kaggle)")
+    imp.add_argument("--layout", help="preset column names and image layout (hm: H&M Kaggle; the presets "
+                                         "are distill.data.importers.table.LAYOUTS)")
     imp.add_argument("--id-col")
     imp.add_argument("--id-format", help='str.format applied to the id, e.g. "{:0>10}" to zero-pad')
     imp.add_argument("--image-col", help="column with image paths relative to --images-dir")
@@ -230,7 +221,7 @@ def add_data_commands(subparsers) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Standalone entry (`python -m distill.cli_data ...`) until the main CLI wires these in."""
+    """Standalone entry (`python -m distill.data.cli ...`): the data verbs without the rest of the CLI."""
     parser = argparse.ArgumentParser(prog="distill")
     add_data_commands(parser.add_subparsers(dest="command"))
     args = parser.parse_args(argv)
