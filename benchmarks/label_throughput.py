@@ -62,14 +62,15 @@ def make_groups(n_groups: int, n_items: int, n_personas: int) -> pa.Table:
 def bare_rate(groups: pa.Table, root: Path, teacher_cfg, batch_size: int) -> float:
     """In-process baseline without Ray: load rows, make thumbnails, then teacher.rank() one group at a
     time (batch_size 1) or teacher.answer() on batches of `batch_size` (what each actor call does)."""
+    from distill.data.layout import persona_texts
     from distill.images import load_row_image
-    from distill.labeling import read_catalog_rows, read_personas
+    from distill.labeling import read_catalog_rows
     from distill.teacher import Candidate, build_teacher, make_request
 
     teacher = build_teacher(teacher_cfg)
     teacher.rank("warm-up", [Candidate("a", "x", "x", "x"), Candidate("b", "y", "y", "y")])
     t0 = time.perf_counter()
-    personas = read_personas(root / "personas", set(groups["persona_id"].to_pylist()))
+    personas = persona_texts(root / "personas", set(groups["persona_id"].to_pylist()))
     catalog = {r["item_id"]: r for r in read_catalog_rows(
         root / "catalog", {i for ids in groups["item_ids"].to_pylist() for i in ids}).to_pylist()}
     batch = []

@@ -3,7 +3,7 @@
     python benchmarks/train_throughput.py [--groups 64] [--batch-groups 8] [--image-size 64] [--trainable all]
 
 Three measurements on one set of groups (synthetic pixels + unit text embeddings, group size 5 = 10
-pairs per group), each one epoch of `distill.training.train_step`:
+pairs per group), each one epoch of `distill.train.loop.train_step`:
   bare      in-process loop over the batches, torch threads = 1 (what one Ray worker gets)
   1 worker  TorchTrainer, num_workers=1 (DDP machinery, Ray Data ingest, per-epoch checkpoint)
   2 workers TorchTrainer, num_workers=2 (gloo all-reduce; each worker sees half the groups)
@@ -11,7 +11,7 @@ Printed: pairs/s inside the epoch (steady state) and over the whole fit() call (
 model build, checkpoint upload included), and ratios against the bare loop / the 1-worker run.
 
 With --trainable 0 (projection only, the embedded default) it also runs the bare loop on cached trunk
-features (`train.feature_cache`, distill/trunk_cache.py) over the same groups, and prints its ratio to
+features (`train.feature_cache`, distill/train/trunk_cache.py) over the same groups, and prints its ratio to
 the pixel loop, with and without the one-off cost of computing the features.
 """
 
@@ -55,14 +55,19 @@ def bare_pairs_per_s(model_dir: Path, rows: dict, tcfg) -> dict:
     import torch
 
     from distill.losses import BradleyTerryLoss
-    from distill.training import (RankingModel, build_optimizer, load_student_for_training, loop_config,
-                                  train_step)
+    from distill.train.loop import (
+        LoopConfig,
+        RankingModel,
+        build_optimizer,
+        load_student_for_training,
+        train_step,
+    )
 
     torch.set_num_threads(1)
     torch.manual_seed(tcfg.seed)
     model = RankingModel(load_student_for_training(model_dir, tcfg.trainable), BradleyTerryLoss(tcfg.tau)).train()
     n = len(rows["text_emb"])
-    optimizer, scheduler = build_optimizer(model, loop_config(tcfg, 0, model_dir, n, 1))
+    optimizer, scheduler = build_optimizer(model, LoopConfig.for_round(tcfg, 0, model_dir, n, 1))
     pairs, t0 = 0, time.time()
     for start in range(0, n, tcfg.batch_groups):
         batch = {k: torch.as_tensor(v[start : start + tcfg.batch_groups]).float() for k, v in rows.items()}
@@ -77,7 +82,7 @@ def bare_feature_pairs_per_s(model_dir: Path, rows: dict, tcfg) -> dict:
     import numpy as np
     import torch
 
-    from distill.training import load_student_for_training
+    from distill.train.loop import load_student_for_training
 
     torch.set_num_threads(1)
     student = load_student_for_training(model_dir, tcfg.trainable).eval()
@@ -90,7 +95,7 @@ def bare_feature_pairs_per_s(model_dir: Path, rows: dict, tcfg) -> dict:
 
 
 def ray_pairs_per_s(model_dir: Path, dataset, tcfg, workers: int, storage: Path) -> dict:
-    from distill.training import fit_round
+    from distill.train.loop import fit_round
 
     t0 = time.time()
     _, metrics = fit_round(tcfg, 0, dataset, model_dir, storage, f"bench-{workers}w", num_workers=workers)

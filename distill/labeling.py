@@ -12,7 +12,7 @@ A killed run loses at most the uncommitted chunk; a rerun asks only for what is 
 from __future__ import annotations
 
 import io
-import sys
+import logging
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
@@ -21,10 +21,12 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as pads
-import pyarrow.parquet as pq
 
+from distill.data.layout import catalog_files, persona_texts
 from distill.label_store import LabelStore
 from distill.teacher import presentation_order, request_key, teacher_id_for
+
+log = logging.getLogger(__name__)
 
 # What flows out of the teacher stage: one row per request, answered (error null) or dropped.
 RESULT = pa.schema([
@@ -68,6 +70,20 @@ class LabelSummary:
                 f"dropped {self.n_dropped} ({drops}) in {self.seconds:.1f}s = {self.groups_per_s:.2f} groups/s")
 
 
+# Drop reason classes (`distill.labeling.reason_class`) that mean "the teacher gave no answer" (down,
+# unreachable, timed out): asking again can succeed, so a draw with such drops is not complete.
+TRANSIENT_DROPS = frozenset({"teacher_error"})
+
+
+class IncompleteLabels(RuntimeError):
+    """Some drawn groups got no teacher answer yet; rerunning (with the teacher up) asks only for those."""
+
+
+def transient_drops(summary) -> int:
+    """Groups of a `LabelSummary` that the teacher did not answer and may answer on a rerun."""
+    return sum(n for reason, n in summary.dropped.items() if reason in TRANSIENT_DROPS)
+
+
 def reason_class(reason: str) -> str:
     """'bad_image:item_7' -> 'bad_image'; 'parse:wrong_length:4' -> 'parse:wrong_length'."""
     parts = reason.split(":")
@@ -75,19 +91,9 @@ def reason_class(reason: str) -> str:
 
 
 # ---- inputs ---------------------------------------------------------------------------------------
-def read_personas(personas_dir: str | Path, persona_ids: set[str]) -> dict[str, str]:
-    path = Path(personas_dir)
-    src = path / "personas.parquet" if (path / "personas.parquet").exists() else path
-    table = pq.read_table(src, columns=["persona_id", "text"],
-                          filters=pc.field("persona_id").isin(sorted(persona_ids)))
-    return dict(zip(table["persona_id"].to_pylist(), table["text"].to_pylist()))
-
-
 def read_catalog_rows(catalog_dir: str | Path, item_ids: set[str]) -> pa.Table:
     """Catalog rows (metadata + encoded image or path) of just these items."""
-    from distill.embed import catalog_parquet_files
-
-    ds = pads.dataset(catalog_parquet_files(catalog_dir), format="parquet")
+    ds = pads.dataset(catalog_files(catalog_dir), format="parquet")
     cols = [c for c in ("item_id", "image", "image_path", "title", "text", "category") if c in ds.schema.names]
     return ds.to_table(columns=cols, filter=pc.field("item_id").isin(sorted(item_ids)))
 
@@ -345,8 +351,8 @@ class Committer:
         s = self.summary
         done = s.answered + s.n_dropped + self.buffered
         rate = done / max(1e-9, self.last - self.t0)
-        print(f"[label] {done}/{self.total} groups, {rate:.2f} groups/s, {s.n_dropped} failed "
-              f"({self.buffered} awaiting commit)", file=sys.stderr, flush=True)
+        log.info("%d/%d groups, %.2f groups/s, %d failed (%d awaiting commit)", done, self.total, rate,
+                 s.n_dropped, self.buffered)
 
 
 # ---- entry points ---------------------------------------------------------------------------------
@@ -376,7 +382,7 @@ def label_requests(requests: pa.Table, *, task: str, catalog_dir, personas_dir, 
 
 
 def _label_pass(rows: pa.Table, task, catalog_dir, personas_dir, teacher_cfg, label_cfg, committer) -> None:
-    personas = read_personas(personas_dir, set(rows["persona_id"].to_pylist()))
+    personas = persona_texts(personas_dir, set(rows["persona_id"].to_pylist()))
     needed = {i for items in rows["presented"].to_pylist() for i in items}
     catalog = read_catalog_rows(catalog_dir, needed)
     items, bad_images = make_thumbnails(catalog, catalog_dir, teacher_cfg.image_size, label_cfg)

@@ -104,7 +104,8 @@ def test_frozen_trunk_run_trains_on_cached_features(tmp_path):
     train = _run(["ray_jobs/train.py", "--config", str(config)], tmp_path / "train.log", 900)
     log = (tmp_path / "train.log").read_text()
     assert train.returncode == 0, log[-3000:]
-    assert log.count("[trunk-cache] train:") == 1 and log.count("[trunk-cache] val:") == 1
+    cache_log = "distill.train.trunk_cache: "  # the logger name in every record (distill/logs.py)
+    assert log.count(cache_log + "train:") == 1 and log.count(cache_log + "val:") == 1
     train_dir = tmp_path / "train"
     assert {p.name for p in (train_dir / "trunk_features").iterdir()} == {"train", "val"}
     results = [json.loads(line) for line in (train_dir / "results.jsonl").read_text().splitlines()]

@@ -6,20 +6,29 @@ import numpy as np
 import pyarrow as pa
 import pytest
 import torch
-from helpers_data import make_training_world
 
 from distill.losses import BradleyTerryLoss
 from distill.settings import SamplerConfig, TrainConfig
-from distill.train_data import RowDrops, build_training_dataset, decode_group_batch, group_rows, read_catalog_images
-from distill.training import (RankingModel, fit_round, load_student_for_training, lr_factor, new_groups_budget,
-                              replay_rows, train_step)
+from distill.train.data import (
+    RowDrops,
+    build_training_dataset,
+    decode_group_batch,
+    group_rows,
+    read_catalog_images,
+)
+from distill.train.groups import new_groups_budget, replay_rows
+from distill.train.loop import (
+    RankingModel,
+    fit_round,
+    load_student_for_training,
+    lr_factor,
+    train_step,
+)
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory):
-    root = tmp_path_factory.mktemp("train-world")
-    make_training_world(root, n_items=30, n_personas=6, image_size=64, corrupt=("item-004",))
-    return root
+def world(small_training_world):
+    return small_training_world
 
 
 @pytest.fixture(scope="module")

@@ -6,20 +6,22 @@ import numpy as np
 import pyarrow as pa
 import pytest
 import torch
-from helpers_data import make_training_world
 
 from distill.losses import BradleyTerryLoss
 from distill.settings import TrainConfig
-from distill.train_data import RowDrops, group_rows
-from distill.training import RankingModel, fit_round, load_student_for_training, train_step
-from distill.trunk_cache import TrunkCache, feature_rows_dataset
+from distill.train.data import RowDrops, group_rows
+from distill.train.loop import (
+    RankingModel,
+    fit_round,
+    load_student_for_training,
+    train_step,
+)
+from distill.train.trunk_cache import TrunkCache, feature_rows_dataset
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory):
-    root = tmp_path_factory.mktemp("trunk-world")
-    make_training_world(root, n_items=30, n_personas=6, image_size=64, corrupt=("item-004",))
-    return root
+def world(small_training_world):
+    return small_training_world
 
 
 def _model(world, trainable) -> RankingModel:
@@ -80,7 +82,7 @@ def test_cache_is_computed_once_and_skips_unreadable_images(ray_session, world, 
     assert cached_ids == direct.item_ids and np.allclose(cached_emb, direct.embeddings, atol=1e-5)
 
     # A second run reads the Parquet files: no Ray Data pass.
-    import distill.trunk_cache as tc
+    import distill.train.trunk_cache as tc
 
     monkeypatch.setattr(tc, "embed_catalog", lambda *a, **k: pytest.fail("recomputed a cached split"))
     again = TrunkCache(tmp_path / "tf", world / "models" / "base", world / "catalog", progress=False)

@@ -19,15 +19,17 @@ a million-item catalog would need 5 GB, which is why production trains the whole
 
 from __future__ import annotations
 
-import shutil
-import sys
+import logging
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import torch
 
+from distill import fsutil
 from distill.embed import embed_catalog, read_embeddings
+
+log = logging.getLogger(__name__)
 
 
 class TrunkCache:
@@ -51,16 +53,13 @@ class TrunkCache:
         return self._splits[split]
 
     def _compute(self, split: str, path: Path) -> None:
-        tmp = path.with_name(path.name + ".tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        res = embed_catalog(str(self.base_model), self.catalog_dir, split=split, out_dir=tmp, keep_in_memory=False,
-                            output="trunk", progress=self.progress)
-        if res.n == 0:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise ValueError(f"no decodable image in split {split!r} of {self.catalog_dir}")
-        tmp.rename(path)  # a killed pass leaves only *.tmp, which the next run redoes
-        print(f"[trunk-cache] {split}: trunk features of {res.n} images ({len(res.errors)} unreadable) "
-              f"in {res.seconds:.0f}s -> {path}", file=sys.stderr, flush=True)
+        with fsutil.atomic_dir(path) as tmp:  # a killed pass leaves only a hidden temp dir; the next run redoes it
+            res = embed_catalog(str(self.base_model), self.catalog_dir, split=split, out_dir=tmp,
+                                keep_in_memory=False, output="trunk", progress=self.progress)
+            if res.n == 0:
+                raise ValueError(f"no decodable image in split {split!r} of {self.catalog_dir}")
+        log.info("%s: trunk features of %d images (%d unreadable) in %.0fs -> %s", split, res.n, len(res.errors),
+                 res.seconds, path)
 
     @torch.no_grad()
     def embed(self, student, split: str) -> tuple[list[str], np.ndarray]:
@@ -89,7 +88,7 @@ class TrunkCache:
 def feature_rows_dataset(rows: pa.Table, cache: TrunkCache, drops, rows_per_block: int = 64):
     """Materialized Ray Dataset of (features [M,F], text_emb [D]) rows for `get_dataset_shard`.
 
-    `rows` is `train_data.group_rows` output; groups with missing features go to `drops.bad_image`.
+    `rows` is `distill.train.data.group_rows` output; groups with missing features go to `drops.bad_image`.
     """
     if rows.num_rows == 0:
         raise ValueError("no labelled groups to train on (did label.py run for this teacher?)")

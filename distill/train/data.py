@@ -14,16 +14,17 @@ A group with any unreadable image (or an item missing from the catalog) is dropp
 
 from __future__ import annotations
 
-import sys
+import logging
 from dataclasses import dataclass, field
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as pads
-import pyarrow.parquet as pq
 
-from distill.embed import catalog_parquet_files
+from distill.data.layout import catalog_files
+
+log = logging.getLogger(__name__)
 
 PIXEL_DTYPE = np.float16
 DECODE_BATCH = 8  # groups per decode task: small, so 2 CPUs share the work
@@ -47,23 +48,11 @@ class RowDrops:
 
     def report_bad_images(self) -> None:
         if self.bad_image:
-            print(f"[train-data] dropped {len(self.bad_image)} group(s) with unreadable images; "
-                  f"first: {self.bad_image[0]}", file=sys.stderr, flush=True)
+            log.info("dropped %d group(s) with unreadable images; first: %s", len(self.bad_image),
+                     self.bad_image[0])
 
 
 # ---- persona text ---------------------------------------------------------------------------------
-def read_personas(personas_dir, split: str | None = None) -> pa.Table:
-    from pathlib import Path
-
-    path = Path(personas_dir) / "personas.parquet"
-    if not path.exists():
-        raise FileNotFoundError(f"no personas file {path} (see docs/artifacts.md)")
-    table = pq.read_table(path, columns=["persona_id", "text", "split"])
-    if split is not None:
-        table = table.filter(pc.equal(table["split"], split))
-    return table
-
-
 def persona_text_embeddings(student, personas: pa.Table, persona_ids=None) -> dict[str, np.ndarray]:
     """Unit text embeddings of the personas, once: the text tower is frozen, so they never change."""
     if persona_ids is not None:
@@ -104,7 +93,7 @@ def group_rows(labels: pa.Table, text_emb: dict[str, np.ndarray], group_size: in
 def read_catalog_images(catalog_dir, item_ids) -> dict[str, tuple[bytes | None, str | None]]:
     """item_id -> (image bytes, image_path) for just these items (a filtered Parquet scan)."""
     wanted = pa.array(sorted(set(item_ids)), pa.string())
-    dataset = pads.dataset(catalog_parquet_files(catalog_dir), format="parquet")
+    dataset = pads.dataset(catalog_files(catalog_dir), format="parquet")
     names = dataset.schema.names
     columns = ["item_id"] + [c for c in ("image", "image_path") if c in names]
     table = dataset.to_table(columns=columns, filter=pc.field("item_id").isin(wanted))

@@ -1,0 +1,397 @@
+"""One round of DDP training on Ray Train (V2): the model, one optimizer step, the worker loop, `fit_round`.
+
+`fit_round` (driver) builds a `LoopConfig`, hands it to `TorchTrainer` as `{"loop": cfg.model_dump()}`
+(Ray Train's `train_loop_config` must be a plain dict) and every worker validates it back into a
+`LoopConfig` in `train_loop_per_worker`. Each epoch, every rank calls `ray.train.report` (a barrier)
+and rank 0 attaches a checkpoint: a loadable student directory + `train_state.pt` (optimizer,
+scheduler, loss/tau, scaler, epoch).
+
+Failure handling: a dead worker makes `FailureConfig(max_failures)` restart the group, and the loop
+resumes from the round's latest epoch checkpoint (`ray.train.get_checkpoint()`); a rerun of a round
+whose last epoch was already checkpointed returns that checkpoint without training
+(`completed_checkpoint`).
+
+LR schedule: round k starts at lr * lr_decay**k (the paper's 0.95**k) and follows a cosine to
+lr_min_ratio of that over the round's steps (`lr_schedule: constant` keeps it flat).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import tempfile
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import torch
+from pydantic import BaseModel, ConfigDict
+from torch import nn
+
+from distill.losses import BradleyTerryLoss, group_scores, pairwise_accuracy
+from distill.student import (
+    Student,
+    StudentSpec,
+    build_student,
+    read_manifest,
+    save_student,
+)
+
+log = logging.getLogger(__name__)
+
+PROGRESS_EVERY_S = 10.0
+TRAIN_STATE_FILE = "train_state.pt"
+
+
+# ---- the model and one optimizer step (shared by the Ray Train loop and the benchmarks) ----------
+class RankingModel(nn.Module):
+    """Student + Bradley-Terry loss in one module, so DDP also syncs a learnable tau's gradient."""
+
+    def __init__(self, student: Student, loss: BradleyTerryLoss):
+        super().__init__()
+        self.student = student
+        self.loss = loss
+
+    def forward(self, images: torch.Tensor, text_emb: torch.Tensor):
+        """images: pixels [B,M,3,S,S], or cached trunk features [B,M,F] when the trunk is frozen."""
+        groups, size = images.shape[:2]
+        flat = images.flatten(0, 1)
+        embed = self.student.project_features if images.dim() == 3 else self.student
+        image_emb = embed(flat).view(groups, size, -1)
+        scores = group_scores(text_emb, image_emb.float())
+        return self.loss(scores), scores
+
+
+def load_student_for_training(model_dir: str | Path, trainable=None) -> Student:
+    """A saved student with its trainable part optionally narrowed (`TrainConfig.trainable`)."""
+    from safetensors.torch import load_file
+
+    manifest = read_manifest(model_dir)
+    spec = dict(manifest["spec"])
+    if trainable is not None:
+        spec["trainable"] = trainable
+    student = build_student(StudentSpec.model_validate(spec))
+    student.model.visual.load_state_dict(load_file(str(Path(model_dir) / "visual.safetensors")), strict=True)
+    if trainable is not None and trainable != manifest["spec"].get("trainable"):
+        _check_forward(student, model_dir)
+    return student
+
+
+def _check_forward(student: Student, model_dir) -> None:
+    # open_clip's lock_image_tower(freeze_bn_stats=True) swaps timm's BatchNormAct2d for FrozenBatchNorm2d;
+    # on the offline EfficientNet that yields all-zero embeddings. Fail loudly instead of training on zeros.
+    size = student.spec.image_size
+    was_training = student.training
+    student.eval()  # a fresh module is in train mode: BatchNorm would fold this noise into its running stats
+    with torch.no_grad():
+        norms = student.model.encode_image(torch.randn(2, 3, size, size)).norm(dim=-1)
+    student.train(was_training)
+    if not bool((norms > 0).all()):
+        raise ValueError(f"{model_dir}: with train.trainable={student.spec.trainable!r} the image tower outputs "
+                         "zero vectors (open_clip partial locking with frozen BN); use train.trainable=null")
+
+
+def trainable_parameters(model: nn.Module) -> list[nn.Parameter]:
+    return [p for p in model.parameters() if p.requires_grad]
+
+
+def lr_factor(step: int, total_steps: int, schedule: str, min_ratio: float) -> float:
+    """Multiplier of the round's base lr at `step` (0-based): cosine from 1 down to min_ratio."""
+    if schedule == "constant" or total_steps <= 1:
+        return 1.0
+    progress = min(step, total_steps - 1) / (total_steps - 1)
+    return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+@dataclass
+class StepResult:
+    loss: float
+    correct_pairs: float
+    pairs: int
+    groups: int
+
+
+def train_step(model: nn.Module, optimizer, batch: dict, grad_clip: float, autocast=nullcontext,
+               scaler=None) -> StepResult:
+    """One optimizer step on a batch {pixels [B,M,3,S,S] or features [B,M,F], text_emb [B,D]}
+    (teacher order in M)."""
+    optimizer.zero_grad(set_to_none=True)
+    with autocast():
+        loss, scores = model(batch_images(batch), batch["text_emb"])
+    if scaler is not None:
+        scaler.scale(loss).backward()
+        scaler.unscale_(optimizer)
+    else:
+        loss.backward()
+    if grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_(trainable_parameters(model), grad_clip)
+    if scaler is not None:
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        optimizer.step()
+    groups, size = scores.shape
+    pairs = groups * size * (size - 1) // 2
+    return StepResult(float(loss.detach()), float(pairwise_accuracy(scores.detach().float())) * pairs, pairs, groups)
+
+
+def batch_images(batch: dict) -> torch.Tensor:
+    return batch["features"] if "features" in batch else batch["pixels"]
+
+
+def amp_context(device: torch.device, enabled: bool):
+    """(autocast factory, GradScaler or None): bf16 where supported, else fp16 + scaler; CPU: none."""
+    if not enabled or device.type != "cuda":
+        return nullcontext, None
+    dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    scaler = torch.amp.GradScaler("cuda") if dtype == torch.float16 else None
+    return (lambda: torch.autocast("cuda", dtype=dtype)), scaler
+
+
+# ---- the worker loop's configuration --------------------------------------------------------------
+class LoopConfig(BaseModel):
+    """Everything a worker needs for one round; steps are known up front because the split is equal."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    round: int
+    init_model: str
+    epochs: int
+    batch_groups: int
+    steps_per_epoch: int
+    total_steps: int
+    lr: float  # the round's base lr (already decayed by lr_decay**round)
+    lr_schedule: Literal["cosine", "constant"]
+    lr_min_ratio: float
+    weight_decay: float
+    grad_clip: float
+    tau: float
+    learn_tau: bool
+    amp: bool
+    seed: int
+    trainable: Literal["all"] | int | None
+    torch_threads: int
+    inputs: Literal["pixels", "features"] = "pixels"  # the dataset column holding the images
+
+    @classmethod
+    def for_round(cls, tcfg, round_idx: int, init_model: str | Path, n_rows: int, num_workers: int,
+                  inputs: str = "pixels", epochs: int | None = None) -> LoopConfig:
+        epochs = epochs or tcfg.epochs_per_round
+        steps_per_epoch = max(1, math.ceil((n_rows // num_workers) / tcfg.batch_groups))
+        return cls(
+            round=round_idx, init_model=str(Path(init_model).resolve()), epochs=epochs,
+            batch_groups=tcfg.batch_groups, steps_per_epoch=steps_per_epoch, total_steps=steps_per_epoch * epochs,
+            lr=tcfg.lr * tcfg.lr_decay ** round_idx, lr_schedule=tcfg.lr_schedule, lr_min_ratio=tcfg.lr_min_ratio,
+            weight_decay=tcfg.weight_decay, grad_clip=tcfg.grad_clip, tau=tcfg.tau, learn_tau=tcfg.learn_tau,
+            amp=tcfg.amp and tcfg.use_gpu, seed=tcfg.seed + round_idx, trainable=tcfg.trainable,
+            torch_threads=max(1, int(tcfg.cpus_per_worker)), inputs=inputs)
+
+    def to_ray(self) -> dict:
+        """Ray Train's `train_loop_config` must be a dict: the worker validates it back."""
+        return {"loop": self.model_dump()}
+
+    @classmethod
+    def from_ray(cls, config: dict) -> LoopConfig:
+        return cls.model_validate(config["loop"])
+
+
+def build_optimizer(model: nn.Module, cfg: LoopConfig):
+    optimizer = torch.optim.AdamW(trainable_parameters(model), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: lr_factor(s, cfg.total_steps, cfg.lr_schedule, cfg.lr_min_ratio))
+    return optimizer, scheduler
+
+
+# ---- the Ray Train loop (runs on every worker) ----------------------------------------------------
+@dataclass
+class WorkerRun:
+    """What one worker trains with: the DDP-wrapped model and its optimizer state."""
+
+    model: nn.Module  # DDP-wrapped on more than one worker
+    inner: RankingModel
+    optimizer: torch.optim.Optimizer
+    scheduler: object
+    autocast: object
+    scaler: object
+    device: torch.device
+    rank: int
+    start_epoch: int
+
+
+def _restore(cfg: LoopConfig):
+    """(student, saved train state or None): the round's latest checkpoint, else the round's init model."""
+    import ray.train
+
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is None:
+        return load_student_for_training(cfg.init_model, cfg.trainable), None
+    with checkpoint.as_directory() as ckpt_dir:
+        student = load_student_for_training(ckpt_dir, cfg.trainable)
+        state = torch.load(Path(ckpt_dir) / TRAIN_STATE_FILE, map_location="cpu", weights_only=False)
+    return student, state
+
+
+def _prepare(cfg: LoopConfig) -> WorkerRun:
+    """Model, optimizer, scheduler and AMP on this worker, restored from the round's checkpoint if any."""
+    import ray.train
+    import ray.train.torch
+
+    student, state = _restore(cfg)
+    loss = BradleyTerryLoss(tau=cfg.tau, learn_tau=cfg.learn_tau)
+    if state is not None:
+        loss.load_state_dict(state["loss"])
+    device = ray.train.torch.get_device()
+    # Frozen BN statistics are identical on every rank: no need to broadcast buffers each step.
+    model = ray.train.torch.prepare_model(
+        RankingModel(student, loss), parallel_strategy_kwargs={"forward_sync_buffers": not student.spec.freeze_bn_stats})
+    optimizer, scheduler = build_optimizer(model, cfg)
+    autocast, scaler = amp_context(device, cfg.amp)
+    run = WorkerRun(model, model.module if hasattr(model, "module") else model, optimizer, scheduler, autocast,
+                    scaler, device, ray.train.get_context().get_world_rank(), 0)
+    if state is not None:
+        _load_train_state(run, state, cfg)
+    return run
+
+
+def _load_train_state(run: WorkerRun, state: dict, cfg: LoopConfig) -> None:
+    run.optimizer.load_state_dict(state["optimizer"])
+    run.scheduler.load_state_dict(state["scheduler"])
+    if run.scaler is not None and state.get("scaler"):
+        run.scaler.load_state_dict(state["scaler"])
+    run.start_epoch = state["epoch"] + 1
+    if run.rank == 0:
+        log.info("round %d: resumed after epoch %d", cfg.round, state["epoch"])
+
+
+def _save_checkpoint(out_dir: Path, run: WorkerRun, cfg: LoopConfig, epoch: int, metrics: dict) -> Path:
+    model = run.inner
+    extra = {"role": "checkpoint", "round": cfg.round, "epoch": epoch, "tau": float(model.loss.tau)}
+    save_student(model.student, out_dir, extra=extra)
+    torch.save({"epoch": epoch, "round": cfg.round, "optimizer": run.optimizer.state_dict(),
+                "scheduler": run.scheduler.state_dict(), "loss": model.loss.state_dict(),
+                "scaler": run.scaler.state_dict() if run.scaler is not None else None, "metrics": metrics},
+               out_dir / TRAIN_STATE_FILE)
+    return out_dir
+
+
+def _report(run: WorkerRun, cfg: LoopConfig, epoch: int, metrics: dict) -> None:
+    """Every rank reports (a barrier); rank 0 attaches the epoch's checkpoint."""
+    import ray.train
+
+    if run.rank != 0:
+        ray.train.report(metrics, checkpoint=None)
+        return
+    with tempfile.TemporaryDirectory(prefix="distill-ckpt-") as tmp:
+        ckpt_dir = _save_checkpoint(Path(tmp) / "ckpt", run, cfg, epoch, metrics)
+        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(str(ckpt_dir)),
+                         checkpoint_dir_name=f"checkpoint-round{cfg.round:03d}-epoch{epoch:03d}")
+
+
+def train_loop_per_worker(config: dict) -> None:
+    """Ray Train entry: train one round for cfg.epochs epochs, reporting + checkpointing each epoch."""
+    import ray.train
+
+    cfg = LoopConfig.from_ray(config)
+    torch.set_num_threads(cfg.torch_threads)
+    torch.manual_seed(cfg.seed)
+    run = _prepare(cfg)
+    shard = ray.train.get_dataset_shard("train")
+    for epoch in range(run.start_epoch, cfg.epochs):
+        metrics = _train_epoch(run, shard, cfg, epoch)
+        metrics["tau"] = float(run.inner.loss.tau)
+        _report(run, cfg, epoch, metrics)
+
+
+def _all_reduce_sum(values: list[float], device) -> list[float]:
+    import torch.distributed as dist
+
+    tensor = torch.tensor(values, dtype=torch.float64, device=device)
+    if dist.is_available() and dist.is_initialized():
+        dist.all_reduce(tensor)
+    return tensor.tolist()
+
+
+def _train_epoch(run: WorkerRun, shard, cfg: LoopConfig, epoch: int) -> dict:
+    run.model.train()
+    t0 = last = time.time()
+    loss_sum = correct = pairs = groups = steps = 0.0
+    first_loss = None
+    batches = shard.iter_torch_batches(batch_size=cfg.batch_groups, device=run.device,
+                                       dtypes={cfg.inputs: torch.float32, "text_emb": torch.float32})
+    for batch in batches:
+        result = train_step(run.model, run.optimizer, batch, cfg.grad_clip, run.autocast, run.scaler)
+        run.scheduler.step()
+        first_loss = result.loss if first_loss is None else first_loss
+        loss_sum += result.loss * result.groups
+        correct, pairs, groups, steps = correct + result.correct_pairs, pairs + result.pairs, groups + result.groups, steps + 1
+        if run.rank == 0 and time.time() - last > PROGRESS_EVERY_S:
+            last = time.time()
+            log.info("round %d epoch %d: step %d/%d loss %.4f pair acc %.3f (%.1f pairs/s on rank 0)", cfg.round,
+                     epoch, steps, cfg.steps_per_epoch, loss_sum / groups, correct / pairs, pairs / (last - t0))
+    seconds = time.time() - t0
+    loss_sum, correct, pairs, groups, _ = _all_reduce_sum([loss_sum, correct, pairs, groups, steps], run.device)
+    return {"round": cfg.round, "epoch": epoch, "train_loss": loss_sum / max(groups, 1),
+            "train_pair_acc": correct / max(pairs, 1), "groups": int(groups), "pairs": int(pairs),
+            "steps_per_worker": int(steps), "lr": float(run.optimizer.param_groups[0]["lr"]),
+            "first_step_loss": first_loss, "epoch_seconds": seconds, "pairs_per_s": pairs / max(seconds, 1e-9)}
+
+
+# ---- one round on Ray Train (driver side) ---------------------------------------------------------
+def completed_checkpoint(run_dir: Path, epochs: int):
+    """The round's final checkpoint if a previous (killed) job already finished its last epoch."""
+    from ray.train import Result
+
+    if not run_dir.exists():
+        return None
+    try:
+        result = Result.from_path(str(run_dir))
+    except RuntimeError:  # no checkpoint manager snapshot yet: nothing finished
+        return None
+    if result.checkpoint is None or not result.metrics or result.metrics.get("epoch") != epochs - 1:
+        return None
+    return result.checkpoint, result.metrics
+
+
+def fit_round(tcfg, round_idx: int, dataset, init_model: str | Path, storage_path: str | Path, run_name: str,
+              num_workers: int | None = None, epochs: int | None = None) -> tuple[Path, dict]:
+    """Train one round with TorchTrainer; returns (local checkpoint dir, rank-0 metrics of the last epoch)."""
+    num_workers = num_workers or tcfg.num_workers
+    storage_path = Path(storage_path).resolve()
+    inputs = "features" if "features" in dataset.schema().names else "pixels"
+    cfg = LoopConfig.for_round(tcfg, round_idx, init_model, dataset.count(), num_workers, inputs, epochs)
+    done = completed_checkpoint(storage_path / run_name, cfg.epochs)
+    if done is not None:
+        log.info("round %d: reusing the completed checkpoint in %s", round_idx, storage_path / run_name)
+        return Path(done[0].path), done[1]
+    result = _torch_trainer(tcfg, cfg, dataset, storage_path, run_name, num_workers).fit()
+    if result.checkpoint is None:
+        raise RuntimeError(f"round {round_idx}: training finished without a checkpoint ({result.error})")
+    return Path(result.checkpoint.path), result.metrics
+
+
+def _torch_trainer(tcfg, cfg: LoopConfig, dataset, storage_path: Path, run_name: str, num_workers: int):
+    from ray.train import (
+        CheckpointConfig,
+        DataConfig,
+        FailureConfig,
+        RunConfig,
+        ScalingConfig,
+    )
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    resources = {"CPU": tcfg.cpus_per_worker, **({"GPU": 1} if tcfg.use_gpu else {})}
+    return TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config=cfg.to_ray(),
+        torch_config=TorchConfig(backend="nccl" if tcfg.use_gpu else "gloo"),
+        scaling_config=ScalingConfig(num_workers=num_workers, use_gpu=tcfg.use_gpu, resources_per_worker=resources),
+        run_config=RunConfig(
+            storage_path=str(storage_path), name=run_name,
+            failure_config=FailureConfig(max_failures=tcfg.max_failures),
+            checkpoint_config=CheckpointConfig(num_to_keep=tcfg.num_to_keep),
+        ),
+        datasets={"train": dataset},
+        dataset_config=DataConfig(datasets_to_split=["train"]),  # streaming_split(equal=True)
+    )
