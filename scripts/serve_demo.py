@@ -2,6 +2,8 @@
 
 Used by scripts/demo.sh after the index job. Serve applications outlive this driver, so with --keep
 the retriever stays up until `serve shutdown` / `ray stop`; without it, Serve is shut down here.
+--host/--port become Serve's `http_options` (the same keys as in serve/serve_config.yaml); they apply
+when this script starts Serve, not to a Serve instance that is already running.
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ def main(argv=None) -> int:
     p.add_argument("--config", default="configs/embedded.yaml")
     p.add_argument("--set", dest="overrides", action="append", default=[])
     p.add_argument("--query", default="a gift for a mother who loves gardening")
-    p.add_argument("--port", type=int, default=None)
+    p.add_argument("--host", default="127.0.0.1", help="Serve's http_options.host (loopback by default)")
+    p.add_argument("--port", type=int, default=8000, help="Serve's http_options.port")
     p.add_argument("--keep", action="store_true", help="leave Serve running")
     p.add_argument("-k", type=int, default=8)
     args = p.parse_args(argv)
@@ -31,14 +34,13 @@ def main(argv=None) -> int:
     from distill.settings import load_pipeline_config
 
     cfg = load_pipeline_config(args.config, args.overrides)
-    port = args.port or cfg.serve.port
     os.environ.pop("RAY_ADDRESS", None)  # the demo sets it to the job-submission URL
     ray.init(address="auto", log_to_driver=False)
-    serve.start(http_options={"host": cfg.serve.host, "port": port})
+    serve.start(http_options={"host": args.host, "port": args.port})
     # Fractional CPUs: three deployments share the 2-core embedded cluster.
     serve.run(app.compose(str(cfg.path("index")), cfg.serve, actor_options={"num_cpus": 0.25}),
               name="retriever", route_prefix="/", logging_config={"enable_access_log": False})
-    url = f"http://{cfg.serve.host}:{port}"
+    url = f"http://{args.host}:{args.port}"
     t0 = time.time()
     resp = httpx.post(f"{url}/search", json={"query": args.query, "k": args.k}, timeout=120)
     resp.raise_for_status()

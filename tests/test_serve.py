@@ -3,7 +3,6 @@
 import os
 import re
 import shutil
-import socket
 import subprocess
 import threading
 import time
@@ -15,7 +14,8 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import yaml
-from helpers_data import make_catalog, make_index
+from helpers_data import make_index
+from helpers_serve import SMALL, make_serve_world, running_retriever
 
 from distill import index as idx
 from distill.settings import ServeConfig
@@ -24,39 +24,18 @@ from distill.student import save_student
 pytestmark = pytest.mark.slow
 CHROMIUM = "/usr/bin/chromium"
 SERVE_DIR = Path(__file__).resolve().parents[1] / "serve"
-SMALL = {"num_cpus": 0.1}  # several deployments on a 2-CPU test cluster
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory, offline_student):
-    root = tmp_path_factory.mktemp("serve-world")
-    model_a = save_student(offline_student, root / "model-a")
-    catalog = make_catalog(root / "catalog", n=12, corrupt=("item-011",))
-    v1 = make_index(model_a, catalog, root / "index")
-    return {"root": root, "model": model_a, "catalog": catalog, "index": root / "index", "v1": v1}
+    return make_serve_world(tmp_path_factory.mktemp("serve-world"), offline_student)
 
 
 @pytest.fixture(scope="module")
 def server(world, ray_session):
-    from ray import serve
-
-    import serve.app as app
-
-    port = free_port()
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
     cfg = ServeConfig(version_poll_s=0.3, cors_origins=["http://shop.example"], max_k=20)
-    serve.run(app.compose(str(world["index"]), cfg, actor_options=SMALL), name="retriever", route_prefix="/",
-              logging_config={"enable_access_log": False})
-    client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60)
-    yield {"port": port, "client": client, "url": f"http://127.0.0.1:{port}"}
-    client.close()
-    serve.shutdown()
+    with running_retriever(world["index"], cfg) as running:
+        yield running
 
 
 def test_search_returns_items_with_scores_titles_and_images(server, world):
@@ -133,10 +112,11 @@ def test_openai_client_against_v1_embeddings(server, offline_student):
     assert np.allclose(floats.data[0].embedding, got[1], atol=1e-5)
 
 
-def test_healthz_docs_and_cors(server, world):
+def test_healthz_status_docs_and_cors(server, world):
     c = server["client"]
-    health = c.get("/healthz").json()
-    assert health["status"] == "ok" and health["ntotal"] == 11 and health["dim"] == 384
+    assert c.get("/healthz").json() == {"status": "ok", "version": world["v1"]["version"]}
+    status = c.get("/status").json()
+    assert status["status"] == "ok" and status["ntotal"] == 11 and status["dim"] == 384
     paths = c.get("/openapi.json").json()["paths"]
     assert {"/search", "/v1/embeddings", "/items/{item_id}/image", "/healthz"} <= set(paths)
     assert c.get("/docs").status_code == 200
@@ -161,7 +141,7 @@ def test_page_in_headless_chromium_shows_result_images(server, tmp_path):
 
 
 def test_check_health_fails_on_dimension_mismatch_or_empty_index(world, tmp_path):
-    from serve.app import ImageIndex
+    from serve.deployments import ImageIndex
 
     bad_root = tmp_path / "bad-index"
     shutil.copytree(world["index"], bad_root)
@@ -179,6 +159,19 @@ def test_check_health_fails_on_dimension_mismatch_or_empty_index(world, tmp_path
         ImageIndex.func_or_class(str(bad_root)).check_health()
 
 
+def test_encoder_uses_the_versions_own_model_and_refuses_a_changed_one(world):
+    """Training re-exports models/distilled in place: an index version serves its own copy, verified by hash."""
+    from serve.deployments import bound_model_dir
+
+    version = world["v1"]["version"]
+    manifest = idx.read_index_manifest(world["index"], version)
+    own_copy = Path(world["index"]) / version / "model"
+    assert bound_model_dir(str(world["index"]), version, manifest) == str(own_copy.resolve())
+    changed = {**manifest, "model": {**manifest["model"], "content_sha256": "0" * 64}}
+    with pytest.raises(idx.IndexDirError, match="changed since the index was built"):
+        bound_model_dir(str(world["index"]), version, changed)
+
+
 def test_auth_with_api_key_header(world, server):
     from ray import serve
 
@@ -191,6 +184,7 @@ def test_auth_with_api_key_header(world, server):
     try:
         c = server["client"]
         assert c.get("/secure/healthz").status_code == 200  # health stays open
+        assert c.get("/secure/status").status_code == 401  # its details do not
         assert c.get("/secure/").status_code == 200  # the static page holds no data
         denied = c.post("/secure/search", json={"query": "ball", "k": 2})
         assert denied.status_code == 401 and "X-API-Key" in denied.json()["detail"]
@@ -260,5 +254,5 @@ def test_hot_swap_under_concurrent_load_has_zero_errors(server, world):
         t.join(timeout=120)
     assert errors == []
     assert {world["v1"]["version"], v2["version"]} <= versions
-    health = server["client"].get("/healthz").json()
-    assert health["version"] == v2["version"] and health["model"] == str(Path(model_b).resolve())
+    status = server["client"].get("/status").json()
+    assert status["version"] == v2["version"] and status["model"] == str(Path(model_b).resolve())

@@ -1,0 +1,190 @@
+"""The two backend deployments of the retriever, each scaled on its own.
+
+    QueryEncoder  the frozen text tower of the student an index version names; @serve.batch
+    ImageIndex    that version's FAISS index + ids; catalog thumbnails
+
+Both load the version they are asked for on first use (serve.versions.VersionCache). The student is the
+version's own copy of the model that embedded the catalog (`<version>/model/`, checked against the
+manifest's content hash: distill.index.verify_model_binding), so queries embed with exactly that model.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from ray import serve
+
+from distill import index as idx
+from serve.versions import VersionCache
+
+log = logging.getLogger(__name__)
+
+
+def bound_model_dir(index_dir: str, version: str, manifest: dict) -> str:
+    """The student an index version was built with: the version's own copy, after checking its content hash.
+
+    Queries embedded by any other image tower would rank nonsense silently, so a changed or missing model
+    is an IndexDirError (the deployment fails to start, or a hot swap to that version is refused)."""
+    return str(idx.verify_model_binding(manifest, idx.version_dir(index_dir, version)))
+
+
+@serve.deployment(max_ongoing_requests=64, ray_actor_options={"num_cpus": 0.5},
+                  health_check_period_s=10, health_check_timeout_s=30)
+class QueryEncoder:
+    """The student's frozen text tower; queries are batched across requests with @serve.batch."""
+
+    def __init__(self, index_dir: str, max_batch_size: int = 16, batch_wait_s: float = 0.005):
+        self.index_dir = index_dir
+        self.models = VersionCache(self._load_model)
+        version = idx.current_version(index_dir)
+        self.models.put(version, self._load_model(version))
+        self.embed.set_max_batch_size(max_batch_size)
+        self.embed.set_batch_wait_timeout_s(batch_wait_s)
+
+    def _load_model(self, version: str) -> dict:
+        from distill.student import load_student
+
+        manifest = idx.read_index_manifest(self.index_dir, version)
+        student = load_student(bound_model_dir(self.index_dir, version, manifest)).eval()
+        return {"version": version, "student": student, "dim": manifest["embed_dim"], "model": manifest["model"]}
+
+    def check_health(self) -> None:
+        for m in self.models.loaded():
+            got = int(m["student"].encode_texts(["health check"]).shape[-1])
+            if got != m["dim"]:
+                raise RuntimeError(f"encoder for index {m['version']} returns {got}-d vectors, "
+                                   f"the index expects {m['dim']}")
+
+    async def prepare(self, version: str) -> dict:
+        m = await self.models.get(version)
+        return {"version": version, "dim": m["dim"], "model": m["model"]["dir"]}
+
+    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.005)
+    async def embed(self, texts: list[str], versions: list[str]) -> list[tuple[np.ndarray, int]]:
+        out: list = [None] * len(texts)
+        for version in dict.fromkeys(versions):
+            rows = [i for i, v in enumerate(versions) if v == version]
+            m = await self.models.get(version)
+            batch = [texts[i] for i in rows]
+            vecs, tokens = await asyncio.to_thread(_encode, m["student"], batch)
+            for j, i in enumerate(rows):
+                out[i] = (vecs[j], tokens[j])
+        return out
+
+
+def _encode(student, texts: list[str]) -> tuple[np.ndarray, list[int]]:
+    vecs = student.encode_texts(texts).numpy().astype(np.float32)
+    tokens = student.tokenizer(texts)
+    return vecs, [int(n) for n in (tokens != 0).sum(dim=-1)]  # non-padding tokens, for `usage`
+
+
+@dataclass
+class LoadedIndex:
+    version: str
+    index: Any
+    ids: Any
+    manifest: dict
+    rows: dict  # item_id -> row
+    item_ids: list
+    titles: list
+    encoder_dim: int | None
+
+
+@serve.deployment(max_ongoing_requests=64, ray_actor_options={"num_cpus": 0.5},
+                  health_check_period_s=10, health_check_timeout_s=30)
+class ImageIndex:
+    """A FAISS index with its id map, loaded from the index root; also serves catalog thumbnails."""
+
+    def __init__(self, index_dir: str, thumbnail_cache: int = 512):
+        self.index_dir = index_dir
+        self.versions = VersionCache(self._load, validate_index)
+        version = idx.current_version(index_dir)
+        self.versions.put(version, self._load(version))  # validated by the first check_health
+        self._thumbs: OrderedDict[tuple, bytes] = OrderedDict()
+        self._thumb_cache = thumbnail_cache
+
+    def _load(self, version: str) -> LoadedIndex:
+        from distill.student import read_manifest
+
+        index, ids, manifest = idx.load_index(self.index_dir, version)
+        try:
+            encoder_dim = read_manifest(bound_model_dir(self.index_dir, version, manifest)).get("embed_dim")
+        except Exception as err:  # noqa: BLE001 - reported by check_health, with the path
+            log.error("index %s: cannot read its model manifest: %s", version, err)
+            encoder_dim = None
+        return LoadedIndex(version, index, ids, manifest, idx.row_lookup(ids), ids["item_id"].to_pylist(),
+                           ids["title"].to_pylist(), encoder_dim)
+
+    def check_health(self) -> None:
+        for loaded in self.versions.loaded():
+            validate_index(loaded)
+
+    async def prepare(self, version: str) -> dict:
+        loaded = await self.versions.get(version)
+        return {"version": version, "ntotal": int(loaded.index.ntotal), "dim": int(loaded.index.d)}
+
+    async def info(self, version: str) -> dict:
+        loaded = await self.versions.get(version)
+        m = loaded.manifest
+        return {"version": version, "ntotal": int(loaded.index.ntotal), "dim": int(loaded.index.d),
+                "factory": m["factory"], "model": m["model"].get("source_dir", m["model"]["dir"]), "model_created_at": m["model"].get("created_at"),
+                "created_at": m["created_at"]}
+
+    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.002)
+    async def search(self, vectors: list[np.ndarray], ks: list[int], versions: list[str]) -> list[list[dict]]:
+        out: list = [None] * len(vectors)
+        for version in dict.fromkeys(versions):
+            rows = [i for i, v in enumerate(versions) if v == version]
+            loaded = await self.versions.get(version)
+            scores, hits = idx.search(loaded.index, np.stack([vectors[i] for i in rows]), max(ks[i] for i in rows))
+            for j, i in enumerate(rows):
+                out[i] = [{"item_id": loaded.item_ids[r], "score": float(s), "title": loaded.titles[r]}
+                          for s, r in zip(scores[j][: ks[i]].tolist(), hits[j][: ks[i]].tolist()) if r >= 0]
+        return out
+
+    async def image(self, item_id: str, size: int, version: str) -> dict:
+        """{"png": bytes} for an indexed item, else {"error": reason, "status": 404}."""
+        loaded = await self.versions.get(version)
+        row = loaded.rows.get(item_id)
+        if row is None:
+            return {"error": f"unknown item id {item_id!r} (not in index {version})", "status": 404}
+        key = (version, item_id, size)
+        if key not in self._thumbs:
+            result = await asyncio.to_thread(_thumbnail_png, loaded, row, item_id, size)
+            if "png" not in result:
+                return result
+            self._thumbs[key] = result["png"]
+            while len(self._thumbs) > self._thumb_cache:
+                self._thumbs.popitem(last=False)
+        self._thumbs.move_to_end(key)
+        return {"png": self._thumbs[key]}
+
+
+def validate_index(loaded: LoadedIndex) -> None:
+    """Raise unless the index holds vectors of the query encoder's dimension (Serve's health check)."""
+    where = f"index version {loaded.version} under {loaded.manifest.get('catalog', '?')}"
+    if loaded.index.ntotal == 0:
+        raise RuntimeError(f"{where} is empty (0 vectors)")
+    if loaded.encoder_dim is None:
+        raise RuntimeError(f"{where}: the model {loaded.manifest['model']['dir']} it was built with cannot be read")
+    if int(loaded.index.d) != int(loaded.encoder_dim):
+        raise RuntimeError(f"{where}: index dimension {loaded.index.d} does not match the query encoder's "
+                           f"{loaded.encoder_dim} (model {loaded.manifest['model']['dir']})")
+
+
+def _thumbnail_png(loaded: LoadedIndex, row: int, item_id: str, size: int) -> dict:
+    from distill.images import ImageError, decode_image, encode_png, white_pad_thumbnail
+
+    data, path = idx.read_catalog_image(loaded.manifest["catalog"], loaded.ids, row)
+    if data is None and path is None:
+        return {"error": f"item {item_id!r} has no image in the catalog", "status": 404}
+    try:
+        img = decode_image(item_id, data, path)
+    except ImageError as err:
+        return {"error": str(err), "status": 404}
+    return {"png": encode_png(white_pad_thumbnail(img, size))}
