@@ -1,19 +1,16 @@
-"""The `distill` command: data import, the embedded world, alignment, config checks and quick ranking.
+"""The `distill` command: the pipeline's stages, data import, the embedded world, alignment, config checks.
 
-Distributed stages run as Ray jobs (`ray job submit -- python ray_jobs/<stage>.py`); this CLI holds the
-single-machine utilities around them.
+`distill label|train|evaluate|index` run the same `Stage` as `ray job submit -- python ray_jobs/<stage>.py`
+(distill/jobs.py): on a cluster head they join the running cluster, elsewhere they start a local Ray.
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 
-
-def _add_config_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", default=None, help="pipeline YAML (configs/embedded.yaml, configs/production.yaml)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config value, e.g. --set align.epochs=5 (repeatable)")
+from distill.jobs import add_config_arguments
 
 
 def _load(args):
@@ -47,20 +44,33 @@ def cmd_rank(args) -> int:
     return 0
 
 
+def _add_stage_commands(sub) -> None:
+    from distill.jobs import build_parser as build_stage_parser
+    from distill.jobs import execute
+    from distill.stages import STAGES
+
+    for name, stage in STAGES.items():
+        p = sub.add_parser(name, help=stage.help, description=stage.description,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        build_stage_parser(stage, p)
+        p.set_defaults(func=lambda args, stage=stage: execute(stage, args))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="distill", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    from distill.cli_data import add_data_commands
+    _add_stage_commands(sub)
+    from distill.data.cli import add_data_commands
 
     add_data_commands(sub)
 
     p = sub.add_parser("align", help="caption-align the student's image tower on item titles (the base model)")
-    _add_config_args(p)
+    add_config_arguments(p)
     p.add_argument("--out", default=None, help="output model dir (default: paths.base_model)")
     p.set_defaults(func=cmd_align)
 
     p = sub.add_parser("config", help="validate a pipeline config (unknown keys are errors)")
-    _add_config_args(p)
+    add_config_arguments(p)
     p.add_argument("--show", action="store_true", help="print the resolved config")
     p.set_defaults(func=cmd_config_check)
 
@@ -76,12 +86,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     from distill.config import ConfigError
+    from distill.logs import setup_logging
 
+    setup_logging()
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
     except ConfigError as err:
-        print(f"error: {err}", file=sys.stderr)
+        logging.getLogger("distill.cli").error("%s", err)
         return 2
 
 

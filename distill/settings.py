@@ -170,7 +170,7 @@ class TrainConfig(StrictModel):
     min_delta: float = 0.0  # a round must beat the best val agreement by more than this to count
     # With only the projection training over a frozen trunk (trainable: 0 on the offline student), compute
     # the trunk's features once per run and train on them (same maths; ~100x the pairs/s on 2 CPUs).
-    # Ignored when any trunk layer trains. See distill/trunk_cache.py.
+    # Ignored when any trunk layer trains. See distill/train/trunk_cache.py.
     feature_cache: bool = True
 
 
@@ -220,10 +220,8 @@ class IndexConfig(StrictModel):
 
 
 class ServeConfig(StrictModel):
-    """`serve/app.py`: the Ray Serve retriever (docs/serving.md)."""
+    """The Ray Serve retriever (`serve/`, docs/serving.md); its HTTP address is Serve's `http_options`, not a key here."""
 
-    host: str = "127.0.0.1"
-    port: int = 8000
     api_key_env: str | None = None  # when set, requests need `X-API-Key` equal to this variable
     cors_origins: list[str] = Field(default_factory=list)
     max_k: int = Field(100, ge=1)
@@ -234,6 +232,18 @@ class ServeConfig(StrictModel):
     encoder_batch_wait_s: float = Field(0.005, ge=0)
     version_poll_s: float = Field(2.0, gt=0)  # how often the ingress re-reads the index CURRENT pointer
     thumbnail_size: int = Field(256, ge=32, le=1024)  # default size of /items/{id}/image
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_http_address(cls, data):
+        # serve.host/serve.port used to be accepted and silently ignored by `serve run`/`serve deploy`.
+        removed = sorted({"host", "port"} & set(data)) if isinstance(data, dict) else []
+        if removed:
+            keys = " and ".join(f"serve.{k}" for k in removed)
+            raise ValueError(f"{keys}: removed. Ray Serve's HTTP address belongs to `http_options` "
+                             "(host/port in serve/serve_config.yaml, or `serve start --http-host H --http-port P` "
+                             "before `serve run`); see docs/serving.md")
+        return data
 
 
 class PipelineConfig(StrictModel):

@@ -2,9 +2,9 @@ import json
 
 import torch
 
-from distill.align import align_student, recall_of_own_title
+from distill.align import align_student, recall_of_own_title, title_recall_at_k
 from distill.settings import PipelineConfig
-from distill.student import load_student
+from distill.student import build_student, load_student
 from helpers_data import make_catalog
 
 
@@ -27,4 +27,12 @@ def test_align_improves_title_retrieval_and_saves_base(tmp_path):
     recall = manifest["title_recall_at_10_val"]
     assert manifest["aligned"] is True and manifest["role"] == "base"
     assert recall["after"] >= recall["before"]
-    assert load_student(out).encode_texts(["x"]).shape == (1, 384)
+    aligned = load_student(out)
+    assert aligned.encode_texts(["x"]).shape == (1, 384)
+    # The stored recall@10 is saturated on 8 val items; recall@1 over all 24 items shows the real margin
+    # against the same seed's random projection (measured: 0.125 -> 0.5), and the train split is learnt.
+    torch.manual_seed(cfg.align.seed)
+    unaligned = build_student(cfg.student)
+    before, after = (title_recall_at_k(s, catalog, split=None, k=1) for s in (unaligned, aligned))
+    assert after >= before + 0.25, (before, after)
+    assert title_recall_at_k(aligned, catalog, "train", k=1) >= 0.95

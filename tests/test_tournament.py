@@ -49,7 +49,7 @@ def test_pairwise_oracle_returns_true_best_with_n_minus_1_matches(n_items):
         assert res.matches[p] == n_items - 1  # single elimination: everyone but the winner loses once
         assert res.rounds[p] == math.ceil(math.log2(n_items))
     assert res.total_defaulted == 0
-    assert res.sent == 4 * (n_items - 1)
+    assert res.calls.sent == 4 * (n_items - 1)
     # one judge call per round, covering every persona still playing
     assert len(judge.rounds) == math.ceil(math.log2(n_items))
     assert {m.persona_id for m in judge.rounds[0]} == set(entrants)

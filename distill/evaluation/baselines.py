@@ -12,7 +12,6 @@
 from __future__ import annotations
 
 import logging
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -111,8 +110,7 @@ class EmbeddingScorer(_FrozenTextTowerScorer):
         for row, item in enumerate(item_ids):
             out[row] = self._items.get(item, np.zeros(dim, dtype=np.float32))
         if self.missing:
-            print(f"[eval] {self.name}: {len(self.missing)} pool item(s) without an embedding, ranked last",
-                  file=sys.stderr)
+            log.warning("%s: %d pool item(s) without an embedding, ranked last", self.name, len(self.missing))
         return out
 
 
@@ -134,7 +132,7 @@ class TextOnlyScorer(_FrozenTextTowerScorer):
         return self
 
     def item_embeddings(self, item_ids: list[str]) -> np.ndarray:
-        from distill.catalog import read_catalog
+        from distill.data.layout import read_catalog
 
         self.load()
         table = read_catalog(self.catalog_dir, self.split, columns=["item_id", "title", "text"])
@@ -184,5 +182,4 @@ def try_load(entry: ModelEntry, skipped: dict[str, str]) -> ModelEntry | None:
         reason = str(err).splitlines()[0][:300]
         skipped[entry.name] = reason
         log.warning("skipping model %s: %s", entry.name, reason)
-        print(f"[eval] skipping model {entry.name!r}: {reason}", file=sys.stderr)
         return None

@@ -253,7 +253,7 @@ def _thumbnails(catalog_dir: str, item_ids: set[str], size: int = 160) -> tuple[
     """{item_id: PIL image} and {item_id: title} for the grid; an unreadable image becomes a grey tile."""
     from PIL import Image
 
-    from distill.catalog import catalog_root
+    from distill.data.layout import catalog_root
     from distill.images import try_load_row_image
     from distill.labeling import read_catalog_rows
 

@@ -14,7 +14,7 @@ Variant "fiveway" plays 5-item matches with the ranking prompt (about N/4 calls 
 
 from __future__ import annotations
 
-import sys
+import logging
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -26,6 +26,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from distill.splits import stable_hash
+
+log = logging.getLogger(__name__)
 
 VARIANT_MATCH_SIZE = {"pairwise": 2, "fiveway": 5}
 VARIANT_TASK = {"pairwise": "compare", "fiveway": "rank"}
@@ -62,6 +64,22 @@ Judge = Callable[[list[Match]], Verdicts]
 
 
 @dataclass
+class TeacherCalls:
+    """What a whole tournament cost, summed over its rounds' Verdicts."""
+
+    sent: int = 0
+    cached: int = 0
+    generations: int = 0
+    dropped: Counter = field(default_factory=Counter)
+
+    def add(self, verdicts: Verdicts) -> None:
+        self.sent += verdicts.sent
+        self.cached += verdicts.cached
+        self.generations += verdicts.generations
+        self.dropped.update(verdicts.dropped)
+
+
+@dataclass
 class TournamentResult:
     variant: str
     winners: dict[str, str]
@@ -69,20 +87,8 @@ class TournamentResult:
     matches: dict[str, int]
     defaulted: dict[str, int]
     n_items: dict[str, int]
-    sent: int = 0
-    cached: int = 0
-    generations: int = 0
-    dropped: Counter = field(default_factory=Counter)
+    calls: TeacherCalls = field(default_factory=lambda: TeacherCalls())
     seconds: float = 0.0
-
-    @property
-    def total_matches(self) -> int:
-        """Teacher calls a run from an empty label store makes."""
-        return sum(self.matches.values())
-
-    @property
-    def total_defaulted(self) -> int:
-        return sum(self.defaulted.values())
 
     def to_table(self) -> pa.Table:
         pids = sorted(self.winners)
@@ -96,10 +102,20 @@ class TournamentResult:
             "variant": [self.variant] * len(pids),
         }, schema=WINNERS_SCHEMA)
 
+    @property
+    def total_matches(self) -> int:
+        """Teacher calls a run from an empty label store makes."""
+        return sum(self.matches.values())
+
+    @property
+    def total_defaulted(self) -> int:
+        return sum(self.defaulted.values())
+
     def summary(self) -> dict:
         return {"variant": self.variant, "personas": len(self.winners), "matches": self.total_matches,
-                "teacher_calls_sent": self.sent, "teacher_generations": self.generations, "cached": self.cached,
-                "defaulted_first_wins": self.total_defaulted, "dropped": dict(self.dropped),
+                "teacher_calls_sent": self.calls.sent, "teacher_generations": self.calls.generations,
+                "cached": self.calls.cached, "defaulted_first_wins": self.total_defaulted,
+                "dropped": dict(self.calls.dropped),
                 "seconds": round(self.seconds, 1)}
 
 
@@ -141,9 +157,8 @@ def run_knockout(entrants: dict[str, Sequence[str]], judge: Judge, *, variant: s
         _advance(alive, matches, byes, verdicts, rngs, result)
         if progress:
             left = sum(len(v) for v in alive.values())
-            print(f"[tournament:{variant}] round {round_no}: {len(matches)} matches, sent {verdicts.sent}, "
-                  f"cached {verdicts.cached}, {left} entrants left ({time.time() - t0:.0f}s)",
-                  file=sys.stderr, flush=True)
+            log.info("%s knockout round %d: %d matches, sent %d, cached %d, %d entrants left (%.0fs)", variant,
+                     round_no, len(matches), verdicts.sent, verdicts.cached, left, time.time() - t0)
     result.winners = {p: v[0] for p, v in alive.items()}
     result.seconds = time.time() - t0
     return result
@@ -171,10 +186,7 @@ def _advance(alive, matches: list[Match], byes, verdicts: Verdicts, rngs, result
         rngs[p].shuffle(items)  # reshuffle between rounds, as the paper
         alive[p] = items
         result.rounds[p] += 1
-    result.sent += verdicts.sent
-    result.cached += verdicts.cached
-    result.generations += verdicts.generations
-    result.dropped.update(verdicts.dropped)
+    result.calls.add(verdicts)
 
 
 def winner_agreement(a: dict[str, str], b: dict[str, str]) -> dict:
@@ -272,7 +284,7 @@ def tournament_pool(catalog_dir, split: str, n_items: int | None, seed: int) -> 
     grows) or the whole split. Images that do not decode are skipped and counted, so the teacher
     never judges a blank and no model is scored on an image it cannot see.
     """
-    from distill.catalog import catalog_root, read_catalog
+    from distill.data.layout import catalog_root, read_catalog
     from distill.images import try_load_row_image
 
     table = read_catalog(catalog_dir, split, columns=["item_id", "image", "image_path"])

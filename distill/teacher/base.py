@@ -9,7 +9,6 @@ the mapping from "Image k" back to item ids live here.
 
 from __future__ import annotations
 
-import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 
@@ -175,9 +174,3 @@ class Teacher(ABC):
     def compare(self, persona_text: str, a: Candidate, b: Candidate, persona_id: str = "adhoc") -> str:
         """The item id of whichever of `a`, `b` fits the persona better."""
         return self.rank(persona_text, [a, b], persona_id, task="compare")[0]
-
-
-def timed(fn, *args, **kwargs):
-    t0 = time.perf_counter()
-    out = fn(*args, **kwargs)
-    return out, time.perf_counter() - t0
