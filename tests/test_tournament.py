@@ -83,7 +83,7 @@ def test_unusable_answers_count_as_first_wins():
 
     res = run_knockout(entrants, silent, seed=0, progress=False)
     assert res.defaulted["p"] == 3 and res.total_defaulted == 3
-    assert res.dropped["parse:prose"] == 3
+    assert res.calls.dropped["parse:prose"] == 3
     assert res.winners["p"] in entrants["p"]
 
     def wrong_item(matches):  # an answer naming an item not in the match is unusable too
