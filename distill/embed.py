@@ -100,69 +100,141 @@ class EmbeddingResult:
         return len(self.item_ids)
 
 
+def count_rows(catalog_dir: str | Path, split: str | None = None) -> int:
+    """Rows of a catalog (or one split) from Parquet metadata and the split column, without decoding images."""
+    import pyarrow.dataset as pads
+
+    dataset = pads.dataset(catalog_files(catalog_dir), format="parquet")
+    return dataset.count_rows(filter=pads.field("split") == split if split is not None else None)
+
+
+def in_process_batches(catalog_dir: str | Path, split: str | None, batch_size: int, embedder: ImageEmbedder):
+    """The small-job path: the same ImageEmbedder over pyarrow batches, in this process.
+
+    No Ray Data job, so no start-up tax (tens of seconds on 2 CPUs) for a few thousand images; batches have
+    the Ray Data path's numpy layout, so both paths share `ImageEmbedder` and every line after it."""
+    import pyarrow.dataset as pads
+
+    dataset = pads.dataset(catalog_files(catalog_dir), format="parquet")
+    cols = [c for c in ("item_id", "image", "image_path") if c in dataset.schema.names]
+    flt = pads.field("split") == split if split is not None else None
+    for record_batch in dataset.to_batches(columns=cols, filter=flt, batch_size=batch_size):
+        if record_batch.num_rows:
+            yield embedder({c: np.asarray(record_batch.column(c).to_pylist(), dtype=object) for c in cols})
+
+
+def ray_data_batches(model_arg, catalog_dir, split, *, batch_size, concurrency, num_cpus, num_gpus,
+                     torch_threads, output):
+    """The large-job path: Ray Data streams the catalog through `concurrency` ImageEmbedder actors."""
+    ds = read_catalog_dataset(catalog_dir, split, columns=["item_id", "image", "image_path"])
+    ds = ds.map_batches(
+        ImageEmbedder,
+        fn_constructor_kwargs=dict(model=model_arg, catalog_root=str(catalog_root(catalog_dir)),
+                                   torch_threads=torch_threads, output=output),
+        batch_size=batch_size, concurrency=concurrency, num_cpus=num_cpus, num_gpus=num_gpus,
+    )
+    return ds.iter_batches(batch_size=batch_size, batch_format="numpy")
+
+
+class _ParquetSink:
+    """Streams embedding batches into `out_dir/part-*.parquet` (schema embeddings_schema)."""
+
+    def __init__(self, out_dir: str | Path, rows_per_file: int):
+        self.out_dir, self.rows_per_file = Path(out_dir), rows_per_file
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        self.writer, self.written, self.part = None, 0, 0
+        self.files: list[str] = []
+
+    def write(self, ids: list[str], emb: np.ndarray) -> None:
+        if self.writer is None or self.written >= self.rows_per_file:
+            self.close()
+            path = str(self.out_dir / f"part-{self.part:05d}.parquet")
+            self.writer, self.written, self.part = pq.ParquetWriter(path, embeddings_schema(emb.shape[1])), 0, self.part + 1
+            self.files.append(path)
+        vectors = pa.FixedSizeListArray.from_arrays(pa.array(emb.reshape(-1), pa.float32()), emb.shape[1])
+        self.writer.write_table(pa.Table.from_arrays([pa.array(ids, pa.string()), vectors],
+                                                     schema=embeddings_schema(emb.shape[1])))
+        self.written += len(ids)
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None
+
+
 def embed_catalog(model, catalog_dir: str | Path, split: str | None = None, *, out_dir: str | Path | None = None,
                   keep_in_memory: bool = True, batch_size: int = 64, concurrency: int = 1,
                   num_cpus: float = 1.0, num_gpus: float = 0.0, torch_threads: int | None = None,
-                  rows_per_file: int = 50_000, progress: bool = True, output: str = "embedding") -> EmbeddingResult:
+                  rows_per_file: int = 50_000, progress: bool = True, output: str = "embedding",
+                  in_process_max: int = 0, cache_dir: str | Path | None = None) -> EmbeddingResult:
     """Embed a catalog (or one split) with `model` (a saved model dir or a StudentSpec dict).
 
     output="trunk": the frozen trunk's pooled features (not unit, not projected) instead of embeddings.
 
     With `out_dir`, vectors stream into `out_dir/part-*.parquet` (schema `embeddings_schema`), so
     driver memory stays one batch + one file buffer however large the catalog.
+    Up to `in_process_max` rows are embedded in this process (no Ray Data start-up; same ImageEmbedder,
+    same vectors); more stream through Ray Data. With `cache_dir` (in-memory results of a saved model dir
+    only), a result is reused while the model's files and the catalog's files are unchanged.
     """
     from distill.student import read_manifest
 
     model_arg = str(model) if isinstance(model, Path) else model
     if isinstance(model_arg, str):
         read_manifest(model_arg)  # fail fast on the driver, not inside an actor
-    ds = read_catalog_dataset(catalog_dir, split, columns=["item_id", "image", "image_path"])
-    ds = ds.map_batches(
-        ImageEmbedder,
-        fn_constructor_kwargs=dict(model=model_arg, catalog_root=str(catalog_root(catalog_dir)), torch_threads=torch_threads,
-                                   output=output),
-        batch_size=batch_size, concurrency=concurrency, num_cpus=num_cpus, num_gpus=num_gpus,
-    )
+    cache = _cache_for(cache_dir, model_arg, catalog_dir, split, output, out_dir)
+    if cache is not None and (hit := cache.get()) is not None:
+        log.info("embeddings of %s (split=%s) from the cache: %d images", catalog_dir, split, hit.n)
+        return hit
+    if in_process_max and count_rows(catalog_dir, split) <= in_process_max:
+        embedder = ImageEmbedder(model_arg, str(catalog_root(catalog_dir)), torch_threads=torch_threads, output=output)
+        batches = in_process_batches(catalog_dir, split, batch_size, embedder)
+    else:
+        batches = ray_data_batches(model_arg, catalog_dir, split, batch_size=batch_size, concurrency=concurrency,
+                                   num_cpus=num_cpus, num_gpus=num_gpus, torch_threads=torch_threads, output=output)
+    res = _collect(batches, keep_in_memory, _ParquetSink(out_dir, rows_per_file) if out_dir else None, progress)
+    if cache is not None:
+        cache.put(res)
+    return res
+
+
+def _collect(batches, keep_in_memory: bool, sink: _ParquetSink | None, progress: bool) -> EmbeddingResult:
+    """Drain embedding batches: errors counted, vectors kept and/or streamed to Parquet."""
     res = EmbeddingResult()
     chunks: list[np.ndarray] = []
-    writer, written, part = None, 0, 0
-    if out_dir is not None:
-        Path(out_dir).mkdir(parents=True, exist_ok=True)
-    t0, last = time.time(), time.time()
-    for batch in ds.iter_batches(batch_size=batch_size, batch_format="numpy"):
+    t0 = last = time.time()
+    for batch in batches:
         err = batch["error"]
         # A batch with no error comes back as an all-null column, which numpy shows as NaN, not None.
         bad = np.array([isinstance(e, str) for e in err], dtype=bool)
-        for iid, e in zip(batch["item_id"][bad], err[bad]):
-            res.errors.append((str(iid), str(e)))
+        res.errors.extend((str(iid), str(e)) for iid, e in zip(batch["item_id"][bad], err[bad]))
         ids = [str(x) for x in batch["item_id"][~bad]]
         emb = np.ascontiguousarray(batch["embedding"][~bad], dtype=np.float32)
         res.item_ids.extend(ids)
         if keep_in_memory:
             chunks.append(emb)
-        if out_dir is not None and ids:
-            if writer is None or written >= rows_per_file:
-                if writer is not None:
-                    writer.close()
-                path = str(Path(out_dir) / f"part-{part:05d}.parquet")
-                writer, written, part = pq.ParquetWriter(path, embeddings_schema(emb.shape[1])), 0, part + 1
-                res.files.append(path)
-            flat = pa.array(emb.reshape(-1), pa.float32())
-            vectors = pa.FixedSizeListArray.from_arrays(flat, emb.shape[1])
-            writer.write_table(pa.Table.from_arrays([pa.array(ids, pa.string()), vectors],
-                                                    schema=embeddings_schema(emb.shape[1])))
-            written += len(ids)
+        if sink is not None and ids:
+            sink.write(ids, emb)
         if progress and time.time() - last > 10:
             last = time.time()
             log.info("%d images embedded, %d skipped, %.1f img/s", res.n, len(res.errors), res.n / (last - t0))
-    if writer is not None:
-        writer.close()
+    if sink is not None:
+        sink.close()
+        res.files = sink.files
     res.seconds = time.time() - t0
     if keep_in_memory:
         res.embeddings = np.concatenate(chunks) if chunks else np.zeros((0, 0), np.float32)
     if res.errors:
         log.warning("skipped %d unreadable image(s); first: %s", len(res.errors), res.errors[0])
     return res
+
+
+def _cache_for(cache_dir, model_arg, catalog_dir, split, output, out_dir):
+    if cache_dir is None or out_dir is not None or not isinstance(model_arg, str):
+        return None  # only in-memory results of a saved model dir are cached
+    from distill.embed_cache import EmbeddingCache
+
+    return EmbeddingCache.for_inputs(cache_dir, model_arg, catalog_dir, split, output)
 
 
 def read_embeddings(path: str | Path) -> tuple[list[str], np.ndarray]:

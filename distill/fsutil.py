@@ -7,6 +7,7 @@ rename within one file system is atomic and a crash then leaves only a `.name.tm
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import shutil
@@ -100,3 +101,22 @@ def atomic_dir(out_dir: str | Path, overwrite: bool = False) -> Iterator[Path]:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     replace_dir(tmp, out)
+
+
+def file_sha256(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def dir_content_hash(directory: str | Path) -> str:
+    """sha256 over a directory's files (a saved student: manifest and weights), names included, in name order.
+
+    What binds an index version or a cached embedding to the exact model: created_at and the spec alone
+    would not notice weights replaced in place (a retrain into the same directory)."""
+    digest = hashlib.sha256()
+    for f in sorted(p for p in Path(directory).iterdir() if p.is_file() and not p.name.startswith(".")):
+        digest.update(f"{f.name}\0{file_sha256(f)}\n".encode())
+    return digest.hexdigest()

@@ -17,7 +17,6 @@ so the job's memory is one batch plus the index itself, however large the catalo
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -160,25 +159,6 @@ def build_ids_table(files: list[str], catalog_dir: Path) -> pa.Table:
     return joined.select(IDS_SCHEMA.names).cast(IDS_SCHEMA)
 
 
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def model_content_hash(model_dir: str | Path) -> str:
-    """sha256 over the saved student's files (manifest and weights), names included, in name order.
-
-    Queries must embed with the very image tower that built the index; the created_at and spec hash
-    alone would not notice weights replaced in place (a retrain into the same directory)."""
-    digest = hashlib.sha256()
-    for f in sorted(p for p in Path(model_dir).iterdir() if p.is_file() and not p.name.startswith(".")):
-        digest.update(f"{f.name}\0{_file_sha256(f)}\n".encode())
-    return digest.hexdigest()
-
-
 def model_binding(model_dir: str | Path) -> dict:
     """What an index version records about the student that embedded it: enough to reload and verify it."""
     from distill.student import read_manifest
@@ -190,7 +170,7 @@ def model_binding(model_dir: str | Path) -> dict:
         "created_at": m.get("created_at"),
         "spec_hash": hash_key(json.dumps(m.get("spec", {}), sort_keys=True)),
         "embed_dim": m.get("embed_dim"),
-        "content_sha256": model_content_hash(model_dir),
+        "content_sha256": fsutil.dir_content_hash(model_dir),
     }
 
 
@@ -220,7 +200,7 @@ def verify_model_binding(manifest: dict, version_path: str | Path | None = None)
     expected = bound.get("content_sha256")
     if expected is None:  # built before content hashes were recorded: nothing to compare against
         return model_dir
-    if model_content_hash(model_dir) != expected:
+    if fsutil.dir_content_hash(model_dir) != expected:
         raise IndexDirError(f"index {manifest.get('version')}: model {model_dir} changed since the index was "
                             "built (content hash differs); rebuild the index or restore that model")
     return model_dir
@@ -323,9 +303,10 @@ def stage_dir(out_dir: str | Path, model_dir: str | Path, catalog_dir: str | Pat
 
 
 def build_index(model_dir: str | Path, catalog_dir: str | Path, out_dir: str | Path, cfg: IndexConfig | None = None,
-                *, make_current: bool = True, progress: bool = True) -> dict:
-    """Embed the catalog with the student in `model_dir` (Ray Data, streaming), build FAISS, publish a version.
+                *, make_current: bool = True, progress: bool = True, in_process_max: int = 0) -> dict:
+    """Embed the catalog with the student in `model_dir` (streaming), build FAISS, publish a version.
 
+    Up to `in_process_max` images are embedded in this process, more through Ray Data (distill.embed).
     Returns the version's manifest. The version is staged in a hidden sibling and renamed into
     place, then CURRENT is switched (unless make_current=False), so a server never sees half an index.
     """
@@ -338,7 +319,7 @@ def build_index(model_dir: str | Path, catalog_dir: str | Path, out_dir: str | P
     try:
         emb = embed_catalog(model_dir, catalog, split=cfg.split, out_dir=stage / EMBEDDINGS_DIR, keep_in_memory=False,
                             batch_size=cfg.batch_size, concurrency=cfg.concurrency, num_cpus=cfg.num_cpus,
-                            num_gpus=cfg.num_gpus, progress=progress)
+                            num_gpus=cfg.num_gpus, progress=progress, in_process_max=in_process_max)
         t_embed = time.time() - t0
         return publish_version(stage / EMBEDDINGS_DIR, catalog, model_dir, Path(out_dir), cfg, emb.errors,
                                make_current, progress, {"embed": round(t_embed, 2), "total": round(time.time() - t0, 2)})

@@ -27,6 +27,7 @@ class PathsConfig(StrictModel):
     distilled_model: str = "{workdir}/models/distilled"  # best student exported by train.py
     eval: str = "{workdir}/eval"
     index: str = "{workdir}/index"
+    embed_cache: str = "{workdir}/cache/embeddings"  # catalog embeddings per (model, catalog, split)
 
 
 class WorldConfig(StrictModel):
@@ -69,6 +70,9 @@ class OpenAITeacherConfig(StrictModel):
     temperature: float = 0.0
     max_tokens: int = 64
     json_schema: bool = True  # send response_format=json_schema (vLLM / OpenAI structured output)
+    # vLLM servers only: decode nothing but the N! orderings (`structured_outputs.choice`, replaces json_schema).
+    # A foreign endpoint ignores or rejects it; the parser and repair retry stay the safety net.
+    permutation_constraint: bool = False
 
 
 class VLLMTeacherConfig(StrictModel):
@@ -84,6 +88,10 @@ class VLLMTeacherConfig(StrictModel):
     temperature: float = 0.0
     max_tokens: int = 64
     should_continue_on_error: bool = True
+    # Decode nothing but the N! orderings (structured outputs `choice`, N <= 6); false: the JSON schema only.
+    permutation_constraint: bool = True
+    # ray.data.llm engine bundles; {} = Ray's default (one GPU per TP x PP). CPU: {"bundles": [{"CPU": 0.5}]}
+    placement_group_config: dict = Field(default_factory=dict)
     engine_kwargs: dict = Field(default_factory=dict)  # extra vLLM engine args, merged last
     runtime_env: dict = Field(default_factory=dict)
 
@@ -202,6 +210,16 @@ class EvalConfig(StrictModel):
         return sorted(set(ks))
 
 
+class EmbedConfig(StrictModel):
+    """How catalog images are embedded by a student (distill/embed.py), for every stage that does it."""
+
+    # Up to this many images are embedded in the job's own process: a Ray Data job costs tens of seconds
+    # to start on 2 CPUs, more than a few thousand images take. Above it, Ray Data streams the catalog
+    # through actors. 0 = always Ray Data (a GPU cluster, whose driver runs on a CPU-only head node).
+    in_process_max: int = Field(2000, ge=0)
+    cache: bool = True  # reuse embeddings while the model's and the catalog's files are unchanged (paths.embed_cache)
+
+
 class IndexConfig(StrictModel):
     """`ray_jobs/index.py`: embed the catalog with a student, build a versioned FAISS index (docs/serving.md)."""
 
@@ -256,8 +274,14 @@ class PipelineConfig(StrictModel):
     label: LabelConfig = Field(default_factory=LabelConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     evaluate: EvalConfig = Field(default_factory=EvalConfig)
+    embed: EmbedConfig = Field(default_factory=EmbedConfig)
     index: IndexConfig = Field(default_factory=IndexConfig)
     serve: ServeConfig = Field(default_factory=ServeConfig)
+
+    def embed_options(self) -> dict:
+        """embed_catalog keyword arguments of the `embed` section (in-process threshold, cache dir)."""
+        cache = str(self.path("embed_cache")) if self.embed.cache else None
+        return {"in_process_max": self.embed.in_process_max, "cache_dir": cache}
 
     def path(self, name: str) -> Path:
         """Resolve a PathsConfig entry (or IndexConfig.model), expanding {workdir} and other path names."""

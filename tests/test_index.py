@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 from helpers_data import make_catalog, make_index
 
-from distill import ann
+from distill import ann, fsutil
 from distill import index as idx
 from distill.sampling_approx import build_item_index
 from distill.schemas import embeddings_schema
@@ -129,7 +129,7 @@ def test_index_records_the_exact_model_and_detects_a_changed_one(tmp_path, offli
     version_dir = tmp_path / "index" / manifest["version"]
     # The version keeps its own copy: a retrain that re-exports `student` in place cannot break it.
     assert bound["dir"] == str((version_dir / "model").resolve()) and bound["source_dir"] == str(model.resolve())
-    assert bound["content_sha256"] == idx.model_content_hash(model) == idx.model_content_hash(version_dir / "model")
+    assert bound["content_sha256"] == fsutil.dir_content_hash(model) == fsutil.dir_content_hash(version_dir / "model")
     assert len(bound["content_sha256"]) == 64
     save_student(offline_student, model, extra={"note": "re-exported by a later training run"})
     assert idx.verify_model_binding(idx.read_index_manifest(tmp_path / "index")) == version_dir / "model"

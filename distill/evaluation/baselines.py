@@ -77,12 +77,14 @@ class _FrozenTextTowerScorer:
 
 @dataclass
 class EmbeddingScorer(_FrozenTextTowerScorer):
-    """A student's cosine scores; item embeddings come from one Ray Data pass over the split."""
+    """A student's cosine scores; item embeddings come from one pass over the split (distill.embed: in this
+    process for a small split, else Ray Data; cached per model and catalog when `embed_options` say so)."""
 
     name: str
     model: str | StudentSpec
     catalog_dir: str
     split: str
+    embed_options: dict = field(default_factory=dict)  # PipelineConfig.embed_options()
     embed_batch_size: int = 64
     missing: list[str] = field(default_factory=list)  # pool items the model could not embed
     _student: object = None
@@ -102,7 +104,7 @@ class EmbeddingScorer(_FrozenTextTowerScorer):
         if self._items is None:
             model = self.model.model_dump(mode="json") if isinstance(self.model, StudentSpec) else self.model
             res = embed_catalog(model, self.catalog_dir, self.split, batch_size=self.embed_batch_size,
-                                num_cpus=0.5, progress=True)
+                                num_cpus=0.5, progress=True, **self.embed_options)
             self._items = dict(zip(res.item_ids, res.embeddings))
         dim = next(iter(self._items.values())).shape[0] if self._items else 1
         out = np.empty((len(item_ids), dim), dtype=np.float32)

@@ -106,7 +106,8 @@ def _student_entry(name: str, kind: str, model_dir: Path, cfg, skipped: dict, tr
         skipped[name] = f"no trained model at {model_dir} (manifest.json missing)"
         log.info(f"skipping {name}: {skipped[name]}")
         return None
-    scorer = EmbeddingScorer(name, str(model_dir), str(cfg.path("catalog")), cfg.evaluate.split)
+    scorer = EmbeddingScorer(name, str(model_dir), str(cfg.path("catalog")), cfg.evaluate.split,
+                             embed_options=cfg.embed_options())
     return try_load(ModelEntry(name, scorer, kind, str(model_dir), train_dir), skipped)
 
 
@@ -136,7 +137,7 @@ def model_entries(cfg, skipped: dict[str, str]) -> list[ModelEntry]:
     if ev.random_baseline:
         candidates.append(ModelEntry("random", RandomScorer("random", ev.seed), "random", f"seed {ev.seed}"))
     for name, ref in ev.models.items():
-        scorer = EmbeddingScorer(name, parse_model_ref(ref), catalog, split)
+        scorer = EmbeddingScorer(name, parse_model_ref(ref), catalog, split, embed_options=cfg.embed_options())
         candidates.append(try_load(ModelEntry(name, scorer, "extra", ref), skipped))
     return [c for c in candidates if c is not None]
 

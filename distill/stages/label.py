@@ -74,7 +74,7 @@ def draw_round0_groups(cfg: PipelineConfig, base: Path, n_groups: int) -> RoundZ
     from distill.sampling import sample_groups
     from distill.student import load_student
 
-    items = embed_catalog(base, cfg.path("catalog"), split=cfg.label.split, progress=True)
+    items = embed_catalog(base, cfg.path("catalog"), split=cfg.label.split, progress=True, **cfg.embed_options())
     personas = read_personas(cfg.path("personas"), cfg.label.split)
     ids, texts = personas["persona_id"].to_pylist(), personas["text"].to_pylist()
     persona_emb = load_student(base).eval().encode_texts(texts).numpy()

@@ -116,7 +116,8 @@ class RoundDriver:
 
         if self.trunk_cache is not None:  # same trunk in every round: only the projection differs
             return self.trunk_cache.embed(load_student_for_training(model_dir, self.tcfg.trainable), split)
-        res = embed_catalog(str(model_dir), self.catalog, split=split, progress=self.progress)
+        res = embed_catalog(str(model_dir), self.catalog, split=split, progress=self.progress,
+                            **self.cfg.embed_options())
         return res.item_ids, res.embeddings
 
     # ---- asking the teacher ---------------------------------------------------------------------
