@@ -39,6 +39,7 @@ ANSWER_NEUTRAL: dict[str, str] = {
     "vllm.gpu_memory_utilization": "engine memory",
     "vllm.should_continue_on_error": "error handling; failed rows are drops, never stored answers",
     "vllm.runtime_env": "where the engine runs",
+    "vllm.placement_group_config": "hardware placement",
 }
 
 # The values the id format assumes. Frozen on purpose: changing a default in settings.py must change the
@@ -52,7 +53,9 @@ ID_BASELINE: dict[str, Any] = {
     "cpu.seed": 0,
     "openai.max_tokens": 64,
     "openai.json_schema": True,
+    "openai.permutation_constraint": False,
     "vllm.max_tokens": 64,
+    "vllm.permutation_constraint": True,  # the default since vLLM first ran (no answer predates it)
     "vllm.engine_kwargs": {},
 }
 
