@@ -265,16 +265,26 @@ class ServeConfig(StrictModel):
 
 
 class PipelineConfig(StrictModel):
+    """One run's configuration, a section per stage, in pipeline order."""
+
+    # where things are, and the embedded world that fills them when they are missing
     paths: PathsConfig = Field(default_factory=PathsConfig)
-    world: WorldConfig = Field(default_factory=WorldConfig)
+    world: WorldConfig = Field(default_factory=WorldConfig, description="used only when paths name no real data")
+
+    # the student, and its caption-aligned base
     student: StudentSpec = Field(default_factory=StudentSpec)
-    align: AlignConfig = Field(default_factory=AlignConfig)
+    align: AlignConfig = Field(default_factory=AlignConfig, description="makes the base model when it is missing")
+
+    # the teacher, the groups it is asked about, and labelling
     teacher: TeacherConfig = Field(default_factory=TeacherConfig)
-    sampler: SamplerConfig = Field(default_factory=SamplerConfig)
+    sampler: SamplerConfig = Field(default_factory=SamplerConfig, description="round 0 (label) and rounds >= 1 (train)")
     label: LabelConfig = Field(default_factory=LabelConfig)
+
     train: TrainConfig = Field(default_factory=TrainConfig)
     evaluate: EvalConfig = Field(default_factory=EvalConfig)
-    embed: EmbedConfig = Field(default_factory=EmbedConfig)
+
+    # embedding the catalog (every stage), the index and the retriever
+    embed: EmbedConfig = Field(default_factory=EmbedConfig, description="label, train, evaluate and index all embed")
     index: IndexConfig = Field(default_factory=IndexConfig)
     serve: ServeConfig = Field(default_factory=ServeConfig)
 

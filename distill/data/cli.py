@@ -222,6 +222,9 @@ def add_data_commands(subparsers) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Standalone entry (`python -m distill.data.cli ...`): the data verbs without the rest of the CLI."""
+    from distill.logs import setup_logging
+
+    setup_logging()  # an entry point: the import reports and errors go to stderr in the one format
     parser = argparse.ArgumentParser(prog="distill")
     add_data_commands(parser.add_subparsers(dest="command"))
     args = parser.parse_args(argv)
