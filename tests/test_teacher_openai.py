@@ -82,10 +82,23 @@ def test_request_format_images_schema_and_key_from_env(monkeypatch):
     images = [p for p in body["messages"][0]["content"] if p["type"] == "image_url"]
     assert len(images) == 5 and all(p["image_url"]["url"].startswith("data:image/png;base64,") for p in images)
     assert body["response_format"]["type"] == "json_schema"
-    assert body["response_format"]["json_schema"]["schema"]["properties"]["ranking"]["maxItems"] == 5
+    ranking = body["response_format"]["json_schema"]["schema"]["properties"]["ranking"]
+    assert ranking["maxItems"] == 5 and "uniqueItems" not in ranking  # vLLM answers 400 to uniqueItems
     assert srv.headers[0]["authorization"] == "Bearer sekret-123"
     assert "sekret" not in teacher.teacher_id
 
+
+
+def test_permutation_constraint_sends_vllms_choice_list_instead_of_the_schema():
+    """vLLM's `structured_outputs.choice`: the server can only decode one of the N! orderings."""
+    with FakeChatServer([(200, '{"ranking": [2, 1, 3, 5, 4]}'), (200, '{"ranking": [2, 1]}')]) as srv:
+        teacher = _teacher(srv, permutation_constraint=True)
+        assert teacher.answer([_request(teacher)])[0].ok
+        assert teacher.answer([_request(teacher, n=2)])[0].ok
+    rank, compare = srv.requests
+    assert "response_format" not in rank and len(rank["structured_outputs"]["choice"]) == 120
+    assert compare["structured_outputs"]["choice"] == ['{"ranking": [1, 2]}', '{"ranking": [2, 1]}']
+    assert teacher.teacher_id.endswith(":openai.permutation_constraint=true")
 
 def test_retries_after_a_500_with_backoff():
     with FakeChatServer([(500, "boom"), (503, "busy"), (200, "3,1,2,5,4")]) as srv:

@@ -4,6 +4,9 @@ Images travel as PNG data URLs. Requests in a batch run on a thread pool capped 
 `max_concurrency`; transient failures (timeouts, connection errors, 408/409/429, 5xx) are retried with
 exponential backoff `backoff_s * 2**attempt` (the paper's 3 s * 2^attempt, up to 6 retries).
 The API key is read from the environment variable named by `api_key_env` and is never logged.
+Against a vLLM server, `permutation_constraint` asks vLLM's structured outputs for one of the N! answers
+(`structured_outputs.choice`, vLLM >= 0.11), so every answer is a permutation; any other endpoint gets the
+JSON schema (`json_schema`) and the parser + repair retry.
 """
 
 from __future__ import annotations
@@ -14,7 +17,13 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 from distill.teacher.base import Generation, Teacher, TeacherRequest
-from distill.teacher.prompt import answer_schema, build_messages, image_data_url
+from distill.teacher.prompt import (
+    MAX_PERMUTATION_N,
+    build_messages,
+    grammar_schema,
+    image_data_url,
+    permutation_answers,
+)
 
 log = logging.getLogger(__name__)
 
@@ -69,9 +78,14 @@ class OpenAITeacher(Teacher):
         o = self.cfg.openai
         kwargs = dict(model=o.model, temperature=o.temperature, max_tokens=o.max_tokens,
                       messages=build_messages(req.persona_text, self._image_urls(req), req.task, repairs))
-        if o.json_schema:
+        if o.permutation_constraint and req.n <= MAX_PERMUTATION_N:
+            # vLLM's request extension; it takes the place of response_format (one constraint per request).
+            kwargs["extra_body"] = {"structured_outputs": {"choice": permutation_answers(req.n)}}
+        elif o.json_schema:
+            # Without uniqueItems: vLLM 0.32 answers HTTP 400 to every request whose schema has it (xgrammar and
+            # guidance alike, measured), no grammar backend enforces it, and the parser checks it anyway.
             kwargs["response_format"] = {"type": "json_schema", "json_schema": {
-                "name": "ranking", "schema": answer_schema(req.n), "strict": True}}
+                "name": "ranking", "schema": grammar_schema(req.n), "strict": True}}
         return kwargs
 
     def _call(self, req: TeacherRequest, repairs) -> Generation:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import io
+import itertools
 import json
 import re
 from dataclasses import dataclass
@@ -86,7 +87,7 @@ def build_messages(persona_text: str, image_urls: list[str], task: str = "rank",
 
 
 def answer_schema(n: int) -> dict:
-    """JSON schema for structured output. uniqueItems is advisory for some grammars: we re-check anyway."""
+    """The answer contract as a JSON schema. What is sent to a model is `grammar_schema` (no uniqueItems)."""
     return {
         "type": "object",
         "properties": {
@@ -101,6 +102,30 @@ def answer_schema(n: int) -> dict:
         "required": ["ranking"],
         "additionalProperties": False,
     }
+
+
+# Up to 6 images the N! answers (720) stay a small choice list; beyond that the list explodes (8! = 40320),
+# so the request falls back to the JSON schema and the parser re-checks.
+MAX_PERMUTATION_N = 6
+
+
+def permutation_answers(n: int) -> list[str]:
+    """Every valid answer for n images, verbatim: decoding restricted to these can only yield a permutation.
+
+    This is the only way to make "each number once" binding: `uniqueItems` is advisory in JSON-schema
+    grammars (and xgrammar rejects a schema that has it)."""
+    if not 2 <= n <= MAX_PERMUTATION_N:
+        raise ValueError(f"permutation answers are enumerated for 2..{MAX_PERMUTATION_N} images, got {n}")
+    return [json.dumps({"ranking": list(p)}) for p in itertools.permutations(range(1, n + 1))]
+
+
+def grammar_schema(n: int) -> dict:
+    """`answer_schema` without `uniqueItems`: what is sent as structured output. vLLM 0.32 refuses the whole
+    schema because of it (xgrammar: "features not supported by xgrammar"; guidance, the `auto` fallback, over
+    HTTP: 400 "Unimplemented keys: uniqueItems"), no grammar backend enforces it, and the parser does."""
+    schema = answer_schema(n)
+    schema["properties"]["ranking"] = {k: v for k, v in schema["properties"]["ranking"].items() if k != "uniqueItems"}
+    return schema
 
 
 _FENCE = re.compile(r"^```[a-zA-Z]*\s*(.*?)\s*```$", re.S)

