@@ -151,9 +151,7 @@ class _ParquetSink:
             path = str(self.out_dir / f"part-{self.part:05d}.parquet")
             self.writer, self.written, self.part = pq.ParquetWriter(path, embeddings_schema(emb.shape[1])), 0, self.part + 1
             self.files.append(path)
-        vectors = pa.FixedSizeListArray.from_arrays(pa.array(emb.reshape(-1), pa.float32()), emb.shape[1])
-        self.writer.write_table(pa.Table.from_arrays([pa.array(ids, pa.string()), vectors],
-                                                     schema=embeddings_schema(emb.shape[1])))
+        self.writer.write_table(embeddings_table(ids, emb))
         self.written += len(ids)
 
     def close(self) -> None:
@@ -237,10 +235,19 @@ def _cache_for(cache_dir, model_arg, catalog_dir, split, output, out_dir):
     return EmbeddingCache.for_inputs(cache_dir, model_arg, catalog_dir, split, output)
 
 
-def read_embeddings(path: str | Path) -> tuple[list[str], np.ndarray]:
-    """Read an embeddings directory (or file) written by `embed_catalog(out_dir=...)`."""
-    table = pq.read_table(str(path))
-    ids = table["item_id"].to_pylist()
+def embeddings_table(ids: list[str], emb: np.ndarray) -> pa.Table:
+    """(ids, an (N, D) float32 array) as a table of schema `embeddings_schema(D)`."""
+    vectors = pa.FixedSizeListArray.from_arrays(pa.array(emb.reshape(-1), pa.float32()), emb.shape[1])
+    return pa.Table.from_arrays([pa.array(ids, pa.string()), vectors], schema=embeddings_schema(emb.shape[1]))
+
+
+def table_embeddings(table: pa.Table) -> tuple[list[str], np.ndarray]:
+    """The inverse of `embeddings_table`: (ids, an (N, D) float32 array)."""
     dim = table.schema.field("embedding").type.list_size
     flat = table["embedding"].combine_chunks().flatten().to_numpy(zero_copy_only=False)
-    return ids, flat.reshape(-1, dim).astype(np.float32, copy=False)
+    return table["item_id"].to_pylist(), flat.reshape(-1, dim).astype(np.float32, copy=False)
+
+
+def read_embeddings(path: str | Path) -> tuple[list[str], np.ndarray]:
+    """Read an embeddings directory (or file) written by `embed_catalog(out_dir=...)`."""
+    return table_embeddings(pq.read_table(str(path)))

@@ -19,13 +19,11 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from distill import fsutil
 from distill.data.layout import MANIFEST, catalog_files, catalog_root
-from distill.schemas import embeddings_schema
 
 log = logging.getLogger(__name__)
 ERRORS_KEY = b"distill.errors"
@@ -56,7 +54,7 @@ class EmbeddingCache:
 
     def get(self):
         """The cached EmbeddingResult, or None (missing or unreadable: recomputed, never an error)."""
-        from distill.embed import EmbeddingResult
+        from distill.embed import EmbeddingResult, table_embeddings
 
         if not self.path.exists():
             return None
@@ -65,18 +63,14 @@ class EmbeddingCache:
         except (OSError, pa.ArrowInvalid) as err:
             log.warning("ignoring unreadable embedding cache %s: %s", self.path, err)
             return None
-        dim = table.schema.field("embedding").type.list_size
-        flat = table["embedding"].combine_chunks().flatten().to_numpy(zero_copy_only=False)
+        ids, vectors = table_embeddings(table)
         errors = json.loads((table.schema.metadata or {}).get(ERRORS_KEY, b"[]"))
-        return EmbeddingResult(item_ids=table["item_id"].to_pylist(),
-                               embeddings=flat.reshape(-1, dim).astype(np.float32, copy=False),
-                               errors=[tuple(e) for e in errors])
+        return EmbeddingResult(item_ids=ids, embeddings=vectors, errors=[tuple(e) for e in errors])
 
     def put(self, res) -> None:
         if res.embeddings is None or res.embeddings.ndim != 2 or res.embeddings.shape[1] == 0:
             return  # nothing embedded (or not kept in memory): nothing worth caching
-        dim = res.embeddings.shape[1]
-        vectors = pa.FixedSizeListArray.from_arrays(pa.array(res.embeddings.reshape(-1), pa.float32()), dim)
-        schema = embeddings_schema(dim).with_metadata({ERRORS_KEY: json.dumps(res.errors).encode()})
-        fsutil.write_parquet(self.path, pa.Table.from_arrays([pa.array(res.item_ids, pa.string()), vectors],
-                                                             schema=schema))
+        from distill.embed import embeddings_table
+
+        table = embeddings_table(res.item_ids, res.embeddings)
+        fsutil.write_parquet(self.path, table.replace_schema_metadata({ERRORS_KEY: json.dumps(res.errors).encode()}))

@@ -185,18 +185,25 @@ def copy_bound_model(model_dir: Path, stage: Path, final_dir: Path) -> dict:
     return {**binding, "dir": str(final_dir.resolve() / MODEL_DIR), "source_dir": str(Path(model_dir).resolve())}
 
 
-def verify_model_binding(manifest: dict, version_path: str | Path | None = None) -> Path:
-    """The model dir an index version was built with, after checking its files still hash the same.
-
-    Raises IndexDirError when the directory is gone or its content changed (load that exact model, or
-    rebuild the index): query embeddings from another image tower would rank nonsense silently. With
-    `version_path`, an index root that was moved still finds the version's own copy."""
-    bound = manifest["model"]
-    model_dir = Path(bound["dir"])
+def bound_model_path(manifest: dict, version_path: str | Path | None = None) -> Path:
+    """Where an index version's model lives; with `version_path`, an index root that was moved still finds
+    the version's own copy. Raises IndexDirError when it is gone. Does not check the content."""
+    model_dir = Path(manifest["model"]["dir"])
     if not model_dir.is_dir() and version_path is not None and (Path(version_path) / MODEL_DIR).is_dir():
         model_dir = Path(version_path) / MODEL_DIR
     if not model_dir.is_dir():
         raise IndexDirError(f"index {manifest.get('version')}: its model {model_dir} no longer exists")
+    return model_dir
+
+
+def verify_model_binding(manifest: dict, version_path: str | Path | None = None) -> Path:
+    """The model dir an index version was built with (`bound_model_path`), after checking its files still
+    hash the same.
+
+    Raises IndexDirError when the directory is gone or its content changed (load that exact model, or
+    rebuild the index): query embeddings from another image tower would rank nonsense silently."""
+    bound = manifest["model"]
+    model_dir = bound_model_path(manifest, version_path)
     expected = bound.get("content_sha256")
     if expected is None:  # built before content hashes were recorded: nothing to compare against
         return model_dir

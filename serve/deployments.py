@@ -113,7 +113,9 @@ class ImageIndex:
 
         index, ids, manifest = idx.load_index(self.index_dir, version)
         try:
-            encoder_dim = read_manifest(bound_model_dir(self.index_dir, version, manifest)).get("embed_dim")
+            # Only the dimension is needed here; the encoder verifies the model's content hash when it loads it.
+            model_dir = idx.bound_model_path(manifest, idx.version_dir(self.index_dir, version))
+            encoder_dim = read_manifest(model_dir).get("embed_dim")
         except Exception as err:  # noqa: BLE001 - reported by check_health, with the path
             log.error("index %s: cannot read its model manifest: %s", version, err)
             encoder_dim = None
