@@ -22,8 +22,12 @@ import pytest
 from real_engine_helpers import PeakRSS, record, tiny_teacher_cfg
 
 pytestmark = pytest.mark.vllm
-N_GOOD, N_CORRUPT = 40, 2  # groups of 5 decodable images, and groups holding the corrupt item-011
-KILL_AFTER = 12  # committed answers before the engine is killed (the rate before it is the steady rate)
+N_GOOD, N_CORRUPT = 100, 2  # groups of 5 decodable images, and groups holding the corrupt item-011
+# Committed answers before the engine is killed. Ray Data streams engine output ahead of the driver's
+# commits, so the engine can be well past the store when the kill lands: with 12 of 40 (the first
+# version) a CI run saw the engine finish everything before the kill. 4 of 100 leaves it ~90 answers
+# of work at ~5 requests/s, far more than the commit lag (< 1 s).
+KILL_AFTER = 4
 PERSONAS = ["a child who loves flying kites", "someone who needs storage boxes", "a tennis player"]
 
 
