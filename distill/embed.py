@@ -164,7 +164,8 @@ def embed_catalog(model, catalog_dir: str | Path, split: str | None = None, *, o
                   keep_in_memory: bool = True, batch_size: int = 64, concurrency: int = 1,
                   num_cpus: float = 1.0, num_gpus: float = 0.0, torch_threads: int | None = None,
                   rows_per_file: int = 50_000, progress: bool = True, output: str = "embedding",
-                  in_process_max: int = 0, cache_dir: str | Path | None = None) -> EmbeddingResult:
+                  in_process_max: int = 0, cache_dir: str | Path | None = None,
+                  student=None) -> EmbeddingResult:
     """Embed a catalog (or one split) with `model` (a saved model dir or a StudentSpec dict).
 
     output="trunk": the frozen trunk's pooled features (not unit, not projected) instead of embeddings.
@@ -173,7 +174,9 @@ def embed_catalog(model, catalog_dir: str | Path, split: str | None = None, *, o
     driver memory stays one batch + one file buffer however large the catalog.
     Up to `in_process_max` rows are embedded in this process (no Ray Data start-up; same ImageEmbedder,
     same vectors); more stream through Ray Data. With `cache_dir` (in-memory results of a saved model dir
-    only), a result is reused while the model's files and the catalog's files are unchanged.
+    only), a result is reused while the model's files and the catalog's files are unchanged, and a small
+    job of a student whose trunk is frozen projects shared trunk features (`_project_shared_trunk`).
+    `student`: `model` already loaded (the evaluation holds it for the text tower), used by the in-process path.
     """
     from distill.student import read_manifest
 
@@ -185,7 +188,14 @@ def embed_catalog(model, catalog_dir: str | Path, split: str | None = None, *, o
         log.info("embeddings of %s (split=%s) from the cache: %d images", catalog_dir, split, hit.n)
         return hit
     if in_process_max and count_rows(catalog_dir, split) <= in_process_max:
-        embedder = ImageEmbedder(model_arg, str(catalog_root(catalog_dir)), torch_threads=torch_threads, output=output)
+        from distill.student import load_or_build
+
+        student = load_or_build(student if student is not None else model_arg)
+        if cache is not None and output == "embedding" and student.trunk_is_frozen:
+            res = _project_shared_trunk(student, catalog_dir, split, cache_dir, batch_size, torch_threads, progress)
+            cache.put(res)
+            return res
+        embedder = ImageEmbedder(student, str(catalog_root(catalog_dir)), torch_threads=torch_threads, output=output)
         batches = in_process_batches(catalog_dir, split, batch_size, embedder)
     else:
         batches = ray_data_batches(model_arg, catalog_dir, split, batch_size=batch_size, concurrency=concurrency,
@@ -194,6 +204,36 @@ def embed_catalog(model, catalog_dir: str | Path, split: str | None = None, *, o
     if cache is not None:
         cache.put(res)
     return res
+
+
+def _project_shared_trunk(student, catalog_dir, split, cache_dir, batch_size, torch_threads,
+                          progress) -> EmbeddingResult:
+    """Embeddings as `project_features(trunk features)`, the trunk features cached by the trunk's digest.
+
+    Students fine-tuned with a frozen trunk (the embedded world's `trainable: 0`) differ only in their
+    projection head, so decoding the images and running the trunk is the same work for each of them:
+    done once per (trunk, catalog, split), every further student costs one small matrix product.
+    forward(pixels) == project_features(trunk_features(pixels)) (tests/test_embed.py checks the vectors)."""
+    import torch
+
+    from distill.embed_cache import EmbeddingCache
+
+    t0 = time.time()
+    trunk_cache = EmbeddingCache.for_trunk(cache_dir, student.trunk_digest(), catalog_dir, split)
+    features = trunk_cache.get()
+    if features is None:
+        embedder = ImageEmbedder(student, str(catalog_root(catalog_dir)), torch_threads=torch_threads, output="trunk")
+        features = _collect(in_process_batches(catalog_dir, split, batch_size, embedder), True, None, progress)
+        trunk_cache.put(features)
+    else:
+        log.info("trunk features of %s (split=%s) from the cache: %d images", catalog_dir, split, features.n)
+    if features.n == 0:  # every image unreadable: nothing to project (the errors say why)
+        emb = np.zeros((0, student.embed_dim), np.float32)
+    else:
+        with torch.no_grad():
+            emb = student.eval().project_features(torch.from_numpy(features.embeddings.copy())).float().numpy()
+    return EmbeddingResult(item_ids=list(features.item_ids), embeddings=np.ascontiguousarray(emb, np.float32),
+                           errors=list(features.errors), seconds=time.time() - t0)
 
 
 def _collect(batches, keep_in_memory: bool, sink: _ParquetSink | None, progress: bool) -> EmbeddingResult:

@@ -7,6 +7,9 @@ written atomically. The key hashes:
 - the model directory's files (`fsutil.dir_content_hash`): a retrain into the same directory misses;
 - the catalog's Parquet files and manifest by name, size and mtime: a re-import or an edit misses;
 - the split and the output kind (embedding or trunk features).
+Trunk features of a frozen trunk have a second kind of key, the trunk's own digest instead of the model
+directory's (`Student.trunk_digest`): every student fine-tuned from one base shares that entry, so the
+evaluation decodes and runs the trunk once for all its models and projects per model (`distill.embed`).
 Nothing is ever invalidated in place: a changed input is a new key, and old entries are plain files
 that `rm -r <cache_dir>` removes.
 """
@@ -48,7 +51,17 @@ class EmbeddingCache:
     @classmethod
     def for_inputs(cls, cache_dir: str | Path, model_dir: str, catalog_dir: str | Path, split: str | None,
                    output: str) -> EmbeddingCache:
-        parts = [fsutil.dir_content_hash(model_dir), catalog_fingerprint(catalog_dir), str(split), output]
+        return cls.for_parts(cache_dir, [fsutil.dir_content_hash(model_dir), catalog_fingerprint(catalog_dir),
+                                         str(split), output])
+
+    @classmethod
+    def for_trunk(cls, cache_dir: str | Path, trunk_digest: str, catalog_dir: str | Path,
+                  split: str | None) -> EmbeddingCache:
+        """Trunk features shared by every student with the same frozen trunk (`Student.trunk_digest`)."""
+        return cls.for_parts(cache_dir, ["trunk", trunk_digest, catalog_fingerprint(catalog_dir), str(split)])
+
+    @classmethod
+    def for_parts(cls, cache_dir: str | Path, parts: list[str]) -> EmbeddingCache:
         key = hashlib.sha256("\n".join(parts).encode()).hexdigest()[:32]
         return cls(Path(cache_dir) / f"{key}.parquet")
 

@@ -17,6 +17,8 @@ weights only: the text tower is frozen, so the spec rebuilds it bit-for-bit.
 
 from __future__ import annotations
 
+import hashlib
+
 import json
 import logging
 import os
@@ -241,6 +243,16 @@ class Student(nn.Module):
         with torch.no_grad():
             return self.model.visual.trunk(pixels)
 
+    def trunk_digest(self) -> str:
+        """sha256 of everything that decides `trunk_features(preprocess(image))`: the trunk's parameters and
+        buffers (by name) and the preprocessing. Students fine-tuned from one base with a frozen trunk share
+        it, so their trunk features can be computed once for all of them (`distill.embed`)."""
+        digest = hashlib.sha256(repr(self.preprocess).encode())
+        for name, tensor in sorted(self.model.visual.trunk.state_dict().items()):
+            digest.update(f"\0{name}\0{tensor.dtype}\0{tuple(tensor.shape)}\0".encode())
+            digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+        return digest.hexdigest()
+
     def project_features(self, features: torch.Tensor) -> torch.Tensor:
         """Unit image embeddings from trunk features: `forward(pixels)` == `project_features(trunk_features(pixels))`."""
         return F.normalize(self.model.visual.head(features), dim=-1)
@@ -306,8 +318,10 @@ def load_student(model_dir: str | Path, map_location: str = "cpu") -> Student:
     return student
 
 
-def load_or_build(model: str | Path | StudentSpec | dict | None) -> Student:
-    """A saved model directory, or a spec to build fresh."""
+def load_or_build(model: "str | Path | StudentSpec | dict | Student | None") -> Student:
+    """A saved model directory, or a spec to build fresh (an already loaded Student is returned as is)."""
+    if isinstance(model, Student):
+        return model
     if isinstance(model, (str, Path)):
         return load_student(model)
     return build_student(model)

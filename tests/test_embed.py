@@ -81,3 +81,50 @@ def test_cache_hits_until_the_model_or_the_catalog_changes(tmp_path, model_dir, 
     other = make_catalog(tmp_path / "cat2", n=10, corrupt=("item-003",), rows_per_file=4)
     embed_catalog(model, other, in_process_max=100, cache_dir=cache, progress=False)
     assert calls == [1, 1] and len(list(cache.glob("*.parquet"))) == 3
+
+
+@pytest.fixture(scope="module")
+def frozen_trunk_students(tmp_path_factory):
+    """Two saved students with the embedded world's frozen trunk (trainable: 0) and different heads."""
+    from distill.student import build_student
+
+    base = build_student({"trainable": 0})
+    tuned = copy.deepcopy(base)
+    with torch.no_grad():
+        tuned.model.visual.head.proj.weight.mul_(-1.5)  # another projection, as a training round makes
+    root = tmp_path_factory.mktemp("frozen-trunk")
+    return save_student(base, root / "base"), save_student(tuned, root / "tuned")
+
+
+def test_students_sharing_a_frozen_trunk_run_it_once_and_match_the_pixel_path(
+        tmp_path, frozen_trunk_students, catalog, monkeypatch):
+    base, tuned = frozen_trunk_students
+    pixel = {m: embed_catalog(m, catalog, in_process_max=100, progress=False) for m in (base, tuned)}
+
+    outputs = []
+    real_embedder = embed.ImageEmbedder
+
+    def recording_embedder(*args, **kwargs):
+        outputs.append(kwargs.get("output", "embedding"))
+        return real_embedder(*args, **kwargs)
+
+    monkeypatch.setattr(embed, "ImageEmbedder", recording_embedder)
+    cache = tmp_path / "cache"
+    shared = {m: embed_catalog(m, catalog, in_process_max=100, cache_dir=cache, progress=False) for m in (base, tuned)}
+    assert outputs == ["trunk"]  # the images were decoded and the trunk run once, for the first student only
+    for m in (base, tuned):
+        assert shared[m].item_ids == pixel[m].item_ids and len(shared[m].item_ids) == 9
+        assert [e[0] for e in shared[m].errors] == ["item-003"]
+        np.testing.assert_allclose(shared[m].embeddings, pixel[m].embeddings, rtol=0, atol=1e-5)
+    assert not np.allclose(shared[base].embeddings, shared[tuned].embeddings)
+    assert len(list(cache.glob("*.parquet"))) == 3  # one trunk entry, one embedding entry per student
+
+
+def test_a_changed_trunk_gets_its_own_trunk_features(frozen_trunk_students):
+    from distill.student import load_student
+
+    base = load_student(frozen_trunk_students[0])
+    assert base.trunk_digest() == load_student(frozen_trunk_students[1]).trunk_digest()
+    with torch.no_grad():
+        next(base.model.visual.trunk.parameters()).add_(0.01)
+    assert base.trunk_digest() != load_student(frozen_trunk_students[1]).trunk_digest()

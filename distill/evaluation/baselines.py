@@ -104,7 +104,7 @@ class EmbeddingScorer(_FrozenTextTowerScorer):
         if self._items is None:
             model = self.model.model_dump(mode="json") if isinstance(self.model, StudentSpec) else self.model
             res = embed_catalog(model, self.catalog_dir, self.split, batch_size=self.embed_batch_size,
-                                num_cpus=0.5, progress=True, **self.embed_options)
+                                num_cpus=0.5, progress=True, student=self._student, **self.embed_options)
             self._items = dict(zip(res.item_ids, res.embeddings))
         dim = next(iter(self._items.values())).shape[0] if self._items else 1
         out = np.empty((len(item_ids), dim), dtype=np.float32)
