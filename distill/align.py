@@ -46,20 +46,21 @@ def _pixels_and_titles(student: Student, rows: list[dict], root, skipped: list) 
     return pixels, titles
 
 
-@torch.no_grad()
-def trunk_features(student: Student, catalog_dir, split: str) -> tuple[torch.Tensor, list[str], list]:
-    """Pooled trunk features (before the projection) for every decodable image of a split."""
-    student.eval()
-    feats, titles, skipped = [], [], []
+def trunk_features(student: Student, catalog_dir, split: str, cache_dir=None) -> tuple[torch.Tensor, list[str], list]:
+    """Pooled trunk features (before the projection) and titles of every decodable image of a split.
+
+    Through `distill.embed.trunk_features`: with `cache_dir` (the pipeline's embedding cache) the pass is
+    shared with the label stage, the training runs' feature caches and the evaluation (same trunk)."""
+    from distill.embed import trunk_features as split_trunk_features
+
     t0 = time.time()
-    cols = ["item_id", "image", "image_path", "title"]
-    for rows in iter_catalog_rows(catalog_dir, split, batch_rows=64, columns=cols):
-        pixels, batch_titles = _pixels_and_titles(student, rows, catalog_root(catalog_dir), skipped)
-        if pixels:
-            feats.append(student.trunk_features(torch.stack(pixels)))
-            titles.extend(batch_titles)
-        log.info("features for %d images (%.0fs)", len(titles), time.time() - t0)
-    return torch.cat(feats), titles, skipped
+    res = split_trunk_features(student, catalog_dir, split, cache_dir=cache_dir, progress=False)
+    title_of = {}
+    for rows in iter_catalog_rows(catalog_dir, split, columns=["item_id", "title"]):
+        title_of.update((r["item_id"], r["title"]) for r in rows)
+    log.info("features for %d images (%.0fs)", res.n, time.time() - t0)
+    feats = torch.from_numpy(res.embeddings.copy()) if res.n else torch.zeros(0, 1)
+    return feats, [title_of[i] for i in res.item_ids], list(res.errors)
 
 
 def clip_loss(img: torch.Tensor, txt: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -151,10 +152,11 @@ def align_student(cfg, out_dir: str | Path | None = None) -> Path:
     if cfg.align.enabled:
         if cfg.align.trainable == 0 and hasattr(student.model.visual, "head"):
             # Trunk features are computed once per split; only the projection changes.
-            val_feats, val_titles, _ = trunk_features(student, catalog, "val")
+            cache = cfg.embed_options()["cache_dir"]
+            val_feats, val_titles, _ = trunk_features(student, catalog, "val", cache)
             val_text = student.encode_texts(val_titles)
             before = _head_recall(student, val_feats, val_text)
-            feats, titles, skipped = trunk_features(student, catalog, "train")
+            feats, titles, skipped = trunk_features(student, catalog, "train", cache)
             losses = fit_projection(student, feats, student.encode_texts(titles), cfg.align)
             after = _head_recall(student, val_feats, val_text)
         else:

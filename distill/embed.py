@@ -191,7 +191,7 @@ def embed_catalog(model, catalog_dir: str | Path, split: str | None = None, *, o
         from distill.student import load_or_build
 
         student = load_or_build(student if student is not None else model_arg)
-        if cache is not None and output == "embedding" and student.trunk_is_frozen:
+        if cache is not None and output == "embedding" and student.has_trunk_and_head:
             res = _project_shared_trunk(student, catalog_dir, split, cache_dir, batch_size, torch_threads, progress)
             cache.put(res)
             return res
@@ -208,25 +208,18 @@ def embed_catalog(model, catalog_dir: str | Path, split: str | None = None, *, o
 
 def _project_shared_trunk(student, catalog_dir, split, cache_dir, batch_size, torch_threads,
                           progress) -> EmbeddingResult:
-    """Embeddings as `project_features(trunk features)`, the trunk features cached by the trunk's digest.
+    """Embeddings as `project_features(trunk features)`, the trunk features shared through the cache.
 
-    Students fine-tuned with a frozen trunk (the embedded world's `trainable: 0`) differ only in their
-    projection head, so decoding the images and running the trunk is the same work for each of them:
-    done once per (trunk, catalog, split), every further student costs one small matrix product.
-    forward(pixels) == project_features(trunk_features(pixels)) (tests/test_embed.py checks the vectors)."""
+    Students with one trunk (a frozen-trunk run's base and per-round exports: the embedded world's
+    `trainable: 0`) differ only in their projection head, so decoding the images and running the trunk
+    is the same work for each of them: done once per (trunk, catalog, split), every further student costs
+    one small matrix product. In eval mode forward(pixels) == project_features(trunk_features(pixels))
+    (tests/test_embed.py checks the vectors against the pixel path)."""
     import torch
 
-    from distill.embed_cache import EmbeddingCache
-
     t0 = time.time()
-    trunk_cache = EmbeddingCache.for_trunk(cache_dir, student.trunk_digest(), catalog_dir, split)
-    features = trunk_cache.get()
-    if features is None:
-        embedder = ImageEmbedder(student, str(catalog_root(catalog_dir)), torch_threads=torch_threads, output="trunk")
-        features = _collect(in_process_batches(catalog_dir, split, batch_size, embedder), True, None, progress)
-        trunk_cache.put(features)
-    else:
-        log.info("trunk features of %s (split=%s) from the cache: %d images", catalog_dir, split, features.n)
+    features = trunk_features(student, catalog_dir, split, cache_dir=cache_dir, batch_size=batch_size,
+                              torch_threads=torch_threads, progress=progress)
     if features.n == 0:  # every image unreadable: nothing to project (the errors say why)
         emb = np.zeros((0, student.embed_dim), np.float32)
     else:
@@ -234,6 +227,31 @@ def _project_shared_trunk(student, catalog_dir, split, cache_dir, batch_size, to
             emb = student.eval().project_features(torch.from_numpy(features.embeddings.copy())).float().numpy()
     return EmbeddingResult(item_ids=list(features.item_ids), embeddings=np.ascontiguousarray(emb, np.float32),
                            errors=list(features.errors), seconds=time.time() - t0)
+
+
+def trunk_features(model, catalog_dir: str | Path, split: str | None, *, cache_dir: str | Path | None = None,
+                   batch_size: int = 64, torch_threads: int | None = None, progress: bool = True) -> EmbeddingResult:
+    """Pooled trunk features (the projection head's input) of a split, in this process, held in memory.
+
+    `model`: a Student with a trunk + head tower, or its saved directory. With `cache_dir` the result is
+    cached under the trunk's digest (`Student.trunk_digest`), so align, the label stage, every training
+    run's feature cache and the evaluation of every export share one pass over each split. For small
+    splits (the in-process sizes): a large split belongs in `embed_catalog(output="trunk", out_dir=...)`."""
+    from distill.embed_cache import EmbeddingCache
+    from distill.student import load_or_build
+
+    student = load_or_build(model)
+    if not student.has_trunk_and_head:
+        raise ValueError(f"{student.spec.model_name}: not a trunk + head image tower, so it has no trunk features")
+    cache = EmbeddingCache.for_trunk(cache_dir, student.trunk_digest(), catalog_dir, split) if cache_dir else None
+    if cache is not None and (hit := cache.get()) is not None:
+        log.info("trunk features of %s (split=%s) from the cache: %d images", catalog_dir, split, hit.n)
+        return hit
+    embedder = ImageEmbedder(student, str(catalog_root(catalog_dir)), torch_threads=torch_threads, output="trunk")
+    features = _collect(in_process_batches(catalog_dir, split, batch_size, embedder), True, None, progress)
+    if cache is not None:
+        cache.put(features)
+    return features
 
 
 def _collect(batches, keep_in_memory: bool, sink: _ParquetSink | None, progress: bool) -> EmbeddingResult:

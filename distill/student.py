@@ -238,6 +238,12 @@ class Student(nn.Module):
             return False
         return not any(p.requires_grad for p in visual.trunk.parameters())
 
+    @property
+    def has_trunk_and_head(self) -> bool:
+        """A timm trunk + projection head tower: in eval mode forward(pixels) == project_features(trunk_features(
+        pixels)) whatever trains, so trunk features can be shared by students with the same trunk weights."""
+        return hasattr(self.model.visual, "trunk") and hasattr(self.model.visual, "head")
+
     def trunk_features(self, pixels: torch.Tensor) -> torch.Tensor:
         """Pooled trunk output (the projection head's input), no grad: the trunk is frozen."""
         with torch.no_grad():

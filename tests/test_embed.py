@@ -57,7 +57,7 @@ def test_cache_hits_until_the_model_or_the_catalog_changes(tmp_path, model_dir, 
     save_student(offline_student, model)
     cache = tmp_path / "cache"
     first = embed_catalog(model, catalog, in_process_max=100, cache_dir=cache, progress=False)
-    assert len(list(cache.glob("*.parquet"))) == 1
+    assert len(list(cache.glob("*.parquet"))) == 2  # the embeddings, and the trunk features they project
 
     calls = []
     real_embedder = embed.ImageEmbedder
@@ -76,11 +76,19 @@ def test_cache_hits_until_the_model_or_the_catalog_changes(tmp_path, model_dir, 
         retrained.model.visual.head.proj.weight.add_(0.01)
     save_student(retrained, model)  # re-exported in place, as a training run does
     changed = embed_catalog(model, catalog, in_process_max=100, cache_dir=cache, progress=False)
-    assert calls == [1] and not np.allclose(changed.embeddings, first.embeddings)
+    # a new embedding entry, projected from the unchanged trunk's features: no image decoded again
+    assert calls == [] and not np.allclose(changed.embeddings, first.embeddings)
+    assert len(list(cache.glob("*.parquet"))) == 3
+
+    with torch.no_grad():
+        next(retrained.model.visual.trunk.parameters()).add_(0.01)
+    save_student(retrained, model)  # a changed trunk: its features are computed again
+    embed_catalog(model, catalog, in_process_max=100, cache_dir=cache, progress=False)
+    assert calls == [1] and len(list(cache.glob("*.parquet"))) == 5
 
     other = make_catalog(tmp_path / "cat2", n=10, corrupt=("item-003",), rows_per_file=4)
     embed_catalog(model, other, in_process_max=100, cache_dir=cache, progress=False)
-    assert calls == [1, 1] and len(list(cache.glob("*.parquet"))) == 3
+    assert calls == [1, 1] and len(list(cache.glob("*.parquet"))) == 7
 
 
 @pytest.fixture(scope="module")

@@ -84,7 +84,8 @@ class RoundDriver:
             return None
         if not load_student_for_training(self.base_model, self.tcfg.trainable).trunk_is_frozen:
             return None
-        return TrunkCache(self.paths.trunk_features, self.base_model, self.catalog, self.progress)
+        return TrunkCache(self.paths.trunk_features, self.base_model, self.catalog, self.progress,
+                          embed_options=self.cfg.embed_options())
 
     @cached_property
     def student(self) -> Student:

@@ -27,7 +27,7 @@ import pyarrow as pa
 import torch
 
 from distill import fsutil
-from distill.embed import embed_catalog, read_embeddings
+from distill.embed import count_rows, embed_catalog, embeddings_table, read_embeddings, trunk_features
 
 log = logging.getLogger(__name__)
 
@@ -35,8 +35,10 @@ log = logging.getLogger(__name__)
 class TrunkCache:
     """Per-split trunk features of the base student's (frozen) trunk, on disk and in memory."""
 
-    def __init__(self, root: Path, base_model: Path, catalog_dir: Path, progress: bool = True):
+    def __init__(self, root: Path, base_model: Path, catalog_dir: Path, progress: bool = True,
+                 embed_options: dict | None = None):
         self.root, self.base_model, self.catalog_dir, self.progress = Path(root), base_model, catalog_dir, progress
+        self.embed_options = embed_options or {}  # PipelineConfig.embed_options(): in-process threshold, cache
         self._splits: dict[str, tuple[list[str], np.ndarray, dict[str, int]]] = {}
 
     def features(self, split: str) -> tuple[list[str], np.ndarray]:
@@ -54,12 +56,24 @@ class TrunkCache:
 
     def _compute(self, split: str, path: Path) -> None:
         with fsutil.atomic_dir(path) as tmp:  # a killed pass leaves only a hidden temp dir; the next run redoes it
-            res = embed_catalog(str(self.base_model), self.catalog_dir, split=split, out_dir=tmp,
-                                keep_in_memory=False, output="trunk", progress=self.progress)
+            if self._small(split):
+                # In this process, shared through the embedding cache with align, the label stage, the other
+                # sampler's run and the evaluation (one trunk pass per split for the whole pipeline).
+                res = trunk_features(str(self.base_model), self.catalog_dir, split, progress=self.progress,
+                                     cache_dir=self.embed_options.get("cache_dir"))
+                if res.n:
+                    fsutil.write_parquet(tmp / "part-00000.parquet", embeddings_table(res.item_ids, res.embeddings))
+            else:  # streamed through Ray Data, one batch in memory at a time
+                res = embed_catalog(str(self.base_model), self.catalog_dir, split=split, out_dir=tmp,
+                                    keep_in_memory=False, output="trunk", progress=self.progress)
             if res.n == 0:
                 raise ValueError(f"no decodable image in split {split!r} of {self.catalog_dir}")
         log.info("%s: trunk features of %d images (%d unreadable) in %.0fs -> %s", split, res.n, len(res.errors),
                  res.seconds, path)
+
+    def _small(self, split: str) -> bool:
+        limit = self.embed_options.get("in_process_max", 0)
+        return bool(limit) and count_rows(self.catalog_dir, split) <= limit
 
     @torch.no_grad()
     def embed(self, student, split: str) -> tuple[list[str], np.ndarray]:
