@@ -43,7 +43,9 @@ def write_embeddings(path: Path, ids: list[str], vecs: np.ndarray) -> None:
 
 def test_choose_factory_by_size_and_budget():
     assert ann.choose_factory(1_000, 384, 4.0) == "Flat"
-    assert ann.choose_factory(500_000, 384, 4.0) == "HNSW32"  # past flat_max, fits the budget
+    # Past flat_max, exact vectors fit the budget: IVF-Flat (~4*sqrt(n) lists); tests/test_ann_recall.py checks recall.
+    assert ann.choose_factory(500_000, 384, 4.0) == "IVF2048,Flat"
+    assert ann.choose_factory(1_000_000, 384, 1.0).startswith("IVF4096,PQ")  # 1.5 GB of vectors: compressed
     ivf = ann.choose_factory(10_000_000, 384, 4.0)  # Flat would be 15 GB
     assert ivf.startswith("IVF") and ",PQ" in ivf
     m = int(ivf.split("PQ")[1])
@@ -59,7 +61,8 @@ def test_one_chooser_gives_index_and_sampler_the_same_search_params():
     assert rebuilt.factory == "IVF256,Flat" and ann.choose_index(19_999, 384, rebuilt_often=True).factory == "Flat"
     # Every IVF is probed the same way, whoever built it; HNSW and Flat likewise.
     assert served.search_params == rebuilt.search_params == f"nprobe={ann.IVF_NPROBE}"
-    assert ann.choose_index(500_000, 384).search_params == "efSearch=128"
+    assert ann.choose_index(500_000, 384).search_params == f"nprobe={ann.IVF_NPROBE}"
+    assert ann.choose_index(10, 384, factory="HNSW32").search_params == "efSearch=128"
     assert ann.choose_index(10, 384).search_params is None
     # Config wins over the chooser; a config factory without params gets the factory's defaults.
     assert ann.choose_index(10, 384, factory="IVF4,Flat") == ann.AnnChoice("IVF4,Flat", f"nprobe={ann.IVF_NPROBE}")
