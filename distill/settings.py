@@ -225,8 +225,8 @@ class IndexConfig(StrictModel):
 
     model: str = "{distilled_model}"  # model dir to embed with
     factory: str | None = None  # FAISS index_factory string; None = chosen by size (Flat when small)
-    memory_budget_gb: float = Field(4.0, gt=0)  # bound on the index in RAM; above it IVF-PQ is chosen
-    flat_max: int = Field(200_000, ge=1)  # auto choice: exact Flat up to this many items, then HNSW32
+    memory_budget_gb: float = Field(4.0, gt=0)  # bound on the index in RAM; above it IVF-PQ is chosen (compressed: no recall floor)
+    flat_max: int = Field(200_000, ge=1)  # auto choice: exact Flat up to this many items, then IVF-Flat (distill/ann.py)
     search_params: str | None = None  # faiss ParameterSpace string ("efSearch=128"); None: by factory
     train_sample: int = Field(100_000, ge=1000)  # vectors sampled to train IVF/PQ quantizers
     batch_size: int = Field(64, ge=1)
@@ -246,8 +246,11 @@ class ServeConfig(StrictModel):
     max_query_chars: int = Field(2000, ge=1)
     max_body_bytes: int = Field(64 * 1024, ge=1024)  # larger request bodies get 413
     max_embedding_inputs: int = Field(256, ge=1)  # strings per /v1/embeddings request
-    encoder_max_batch_size: int = Field(16, ge=1)  # @serve.batch on the query encoder
-    encoder_batch_wait_s: float = Field(0.005, ge=0)
+    # single: the ingress replica also encodes and searches (no hops; fastest on one machine, scale by Api
+    # replicas); split: separate QueryEncoder and ImageIndex deployments, scaled on their own (docs/serving.md).
+    topology: Literal["single", "split"] = "split"
+    encoder_max_batch_size: int = Field(16, ge=1)  # queries encoded together (@serve.batch max_batch_size)
+    encoder_batch_wait_s: float = Field(0.0, ge=0)  # @serve.batch batch_wait_timeout_s; 0: a lone query never waits
     version_poll_s: float = Field(2.0, gt=0)  # how often the ingress re-reads the index CURRENT pointer
     thumbnail_size: int = Field(256, ge=32, le=1024)  # default size of /items/{id}/image
 

@@ -40,6 +40,7 @@ from ray.serve.handle import DeploymentHandle
 from distill import index as idx
 from distill.settings import ServeConfig
 from serve.auth import API_KEY_HEADER, install_guards, read_api_key
+from serve.backends import LocalBackend, RemoteBackend
 from serve.versions import VersionTracker
 
 log = logging.getLogger(__name__)
@@ -153,11 +154,16 @@ def documented(*statuses: int) -> dict:
                   health_check_period_s=10, health_check_timeout_s=30)
 @serve.ingress()
 class Api:
-    """HTTP ingress. The FastAPI app is built per replica (`__serve_build_asgi_app__`) from its settings."""
+    """HTTP ingress. The FastAPI app is built per replica (`__serve_build_asgi_app__`) from its settings.
 
-    def __init__(self, encoder: DeploymentHandle, index: DeploymentHandle, index_dir: str, settings: dict):
-        self.encoder, self.index = encoder, index
+    With `encoder` and `index` handles it calls those deployments (topology "split"); without them it holds
+    the encoder and the index itself (topology "single", serve.backends.LocalBackend).
+    """
+
+    def __init__(self, index_dir: str, settings: dict, encoder: DeploymentHandle | None = None,
+                 index: DeploymentHandle | None = None):
         self.settings = ServeConfig.model_validate(settings)
+        self.backend = RemoteBackend(encoder, index) if encoder is not None else LocalBackend(index_dir, self.settings)
         self.api_key = read_api_key(self.settings.api_key_env)
         self.versions = VersionTracker(index_dir, self.settings.version_poll_s, self._prepare)
         # The schema declares `dimensions` as this; a later version of another dimension is still checked.
@@ -170,12 +176,15 @@ class Api:
     def __serve_build_asgi_app__(self):
         return create_api(self)
 
+    def check_health(self) -> None:
+        self.backend.check_health()
+
     async def _prepare(self, version: str) -> None:
-        await asyncio.gather(self.encoder.prepare.remote(version), self.index.prepare.remote(version))
+        await self.backend.prepare(version)
 
     async def embed(self, texts: list[str], version: str) -> list[tuple[np.ndarray, int]]:
         try:
-            return list(await asyncio.gather(*(self.encoder.embed.remote(t, version) for t in texts)))
+            return list(await asyncio.gather(*(self.backend.embed(t, version) for t in texts)))
         except Exception as err:  # noqa: BLE001
             raise HTTPException(503, f"query encoder unavailable: {err}") from None
 
@@ -183,12 +192,18 @@ class Api:
         version = await self.versions.current()
         [(vec, _)] = await self.embed([query], version)
         try:
-            return version, await self.index.search.remote(vec, k, version)
+            return version, await self.backend.search(vec, k, version)
         except Exception as err:  # noqa: BLE001
             raise HTTPException(503, f"index unavailable: {err}") from None
 
     async def info(self, version: str) -> dict:
-        return await asyncio.wait_for(self.index.info.remote(version), timeout=10)
+        return await asyncio.wait_for(self.backend.info(version), timeout=10)
+
+    async def image(self, item_id: str, size: int, version: str) -> dict:
+        try:
+            return await self.backend.image(item_id, size, version)
+        except Exception as err:  # noqa: BLE001
+            raise HTTPException(503, f"index unavailable: {err}") from None
 
 
 # ------------------------------------------------------------------------------------ request models
@@ -351,10 +366,7 @@ def _add_item_image(app: FastAPI, api: Api, keyed: list, auth_errors: tuple) -> 
     async def item_image(item_id: str = PathParam(..., min_length=1, max_length=MAX_ITEM_ID_CHARS),
                          size: int = Query(api.settings.thumbnail_size, ge=32, le=1024)) -> Response:
         version = await api.versions.current()
-        try:
-            result = await api.index.image.remote(item_id, size, version)
-        except Exception as err:  # noqa: BLE001
-            raise HTTPException(503, f"index unavailable: {err}") from None
+        result = await api.image(item_id, size, version)
         if "png" not in result:
             raise HTTPException(result["status"], result["error"])
         return Response(result["png"], media_type="image/png", headers={"Cache-Control": "public, max-age=3600"})

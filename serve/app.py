@@ -1,7 +1,10 @@
-"""The retriever as a Ray Serve application: three separately scalable deployments, composed here.
+"""The retriever as a Ray Serve application, in one of two topologies (ServeConfig `topology`).
 
+split (three separately scalable deployments):
     Api (FastAPI ingress, serve.api) --> QueryEncoder (frozen text tower, serve.deployments)
                                      --> ImageIndex  (FAISS index + ids, catalog thumbnails)
+single (one deployment; scale it by Api replicas):
+    Api, holding the QueryEncoder and ImageIndex objects itself (serve.backends.LocalBackend)
 
 Development:  serve run serve.app:build_app config=configs/embedded.yaml   (or index_dir=DIR)
 Cluster:      serve deploy serve/serve_config.yaml   (replicas, autoscaling, health checks, http_options)
@@ -45,9 +48,14 @@ def compose(index_dir: str, cfg: ServeConfig, actor_options: dict | None = None,
         merged = {**(dep.ray_actor_options or {}), **opts, **(extra or {})}
         return dep.options(ray_actor_options=merged)
 
+    settings = cfg.model_dump()
+    if cfg.topology == "single":
+        # The Api replica does the encoder's work, so it asks for the encoder's CPUs (its torch threads follow).
+        api = Api.options(ray_actor_options={**(Api.ray_actor_options or {}), **(QueryEncoder.ray_actor_options or {})})
+        return with_opts(api, api_actor_options).bind(str(index_dir), settings)
     encoder = with_opts(QueryEncoder).bind(str(index_dir), cfg.encoder_max_batch_size, cfg.encoder_batch_wait_s)
     image_index = with_opts(ImageIndex).bind(str(index_dir))
-    return with_opts(Api, api_actor_options).bind(encoder, image_index, str(index_dir), cfg.model_dump())
+    return with_opts(Api, api_actor_options).bind(str(index_dir), settings, encoder=encoder, index=image_index)
 
 
 def build_app(args: dict):

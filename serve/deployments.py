@@ -1,7 +1,10 @@
-"""The two backend deployments of the retriever, each scaled on its own.
+"""The two backends of the retriever: separate deployments (`topology: split`) or objects in the ingress (`single`).
 
-    QueryEncoder  the frozen text tower of the student an index version names; @serve.batch
+    QueryEncoder  the frozen text tower of the student an index version names; batched (@serve.batch)
     ImageIndex    that version's FAISS index + ids; catalog thumbnails
+
+Both are plain classes under `@serve.deployment`: `QueryEncoder.func_or_class(...)` is the same object
+without Serve, which is how serve.backends.LocalBackend holds them inside the Api replica.
 
 Both load the version they are asked for on first use (serve.versions.VersionCache). The student is the
 version's own copy of the model that embedded the catalog (`<version>/model/`, checked against the
@@ -13,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,15 +40,15 @@ def bound_model_dir(index_dir: str, version: str, manifest: dict) -> str:
 @serve.deployment(max_ongoing_requests=64, ray_actor_options={"num_cpus": 0.5},
                   health_check_period_s=10, health_check_timeout_s=30)
 class QueryEncoder:
-    """The student's frozen text tower; queries are batched across requests with @serve.batch."""
+    """The student's frozen text tower; concurrent queries are encoded together (@serve.batch)."""
 
-    def __init__(self, index_dir: str, max_batch_size: int = 16, batch_wait_s: float = 0.005):
+    def __init__(self, index_dir: str, max_batch_size: int = 16, batch_wait_s: float = 0.0):
         self.index_dir = index_dir
         self.models = VersionCache(self._load_model)
         version = idx.current_version(index_dir)
         self.models.put(version, self._load_model(version))
-        self.embed.set_max_batch_size(max_batch_size)
-        self.embed.set_batch_wait_timeout_s(batch_wait_s)
+        self._embed_batched.set_max_batch_size(max_batch_size)
+        self._embed_batched.set_batch_wait_timeout_s(batch_wait_s)
 
     def _load_model(self, version: str) -> dict:
         from distill.student import load_student
@@ -64,14 +68,26 @@ class QueryEncoder:
         m = await self.models.get(version)
         return {"version": version, "dim": m["dim"], "model": m["model"]["dir"]}
 
-    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.005)
-    async def embed(self, texts: list[str], versions: list[str]) -> list[tuple[np.ndarray, int]]:
-        out: list = [None] * len(texts)
-        for version in dict.fromkeys(versions):
-            rows = [i for i, v in enumerate(versions) if v == version]
-            m = await self.models.get(version)
-            batch = [texts[i] for i in rows]
-            vecs, tokens = await asyncio.to_thread(_encode, m["student"], batch)
+    async def embed(self, text: str, version: str) -> tuple[np.ndarray, int]:
+        """(unit vector, non-padding token count) of one text, encoded in a batch with concurrent requests."""
+        return _raise_if_error(await self._embed_batched(text, version))
+
+    # batch_wait_timeout_s 0 (ServeConfig.encoder_batch_wait_s): a lone request on an idle replica starts at
+    # once; requests arriving while a batch runs queue up and form the next batch. A wait > 0 holds every
+    # batch open that long, a lone request too (it cost 5 ms of a ~40 ms query at concurrency 1).
+    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.0)
+    async def _embed_batched(self, texts: list[str], versions: list[str]) -> list:
+        items = list(zip(texts, versions))
+        out: list = [None] * len(items)
+        for version, rows in _rows_by_version(items, lambda item: item[1]).items():
+            try:
+                m = await self.models.get(version)
+            except Exception as err:  # noqa: BLE001 - a version that cannot load fails only its requests
+                for i in rows:
+                    out[i] = err
+                continue
+            # Off the event loop: the replica keeps accepting requests, which queue for the next batch.
+            vecs, tokens = await asyncio.to_thread(_encode, m["student"], [items[i][0] for i in rows])
             for j, i in enumerate(rows):
                 out[i] = (vecs[j], tokens[j])
         return out
@@ -81,6 +97,22 @@ def _encode(student, texts: list[str]) -> tuple[np.ndarray, list[int]]:
     vecs = student.encode_texts(texts).numpy().astype(np.float32)
     tokens = student.tokenizer(texts)
     return vecs, [int(n) for n in (tokens != 0).sum(dim=-1)]  # non-padding tokens, for `usage`
+
+
+def _raise_if_error(result):
+    """A batch returns an exception in place of the results of a version that could not load: only the
+    requests for that version fail (raising inside the batch would fail every request in it)."""
+    if isinstance(result, Exception):
+        raise result
+    return result
+
+
+def _rows_by_version(items: list, version_of: Callable[[Any], str]) -> dict[str, list[int]]:
+    """Positions of a batch's items grouped by index version, in first-seen order (a batch may span a swap)."""
+    rows: dict[str, list[int]] = {}
+    for i, item in enumerate(items):
+        rows.setdefault(version_of(item), []).append(i)
+    return rows
 
 
 @dataclass
@@ -107,6 +139,7 @@ class ImageIndex:
         self.versions.put(version, self._load(version))  # validated by the first check_health
         self._thumbs: OrderedDict[tuple, bytes] = OrderedDict()
         self._thumb_cache = thumbnail_cache
+
 
     def _load(self, version: str) -> LoadedIndex:
         from distill.student import read_manifest
@@ -137,16 +170,25 @@ class ImageIndex:
                 "factory": m["factory"], "model": m["model"].get("source_dir", m["model"]["dir"]), "model_created_at": m["model"].get("created_at"),
                 "created_at": m["created_at"]}
 
-    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.002)
-    async def search(self, vectors: list[np.ndarray], ks: list[int], versions: list[str]) -> list[list[dict]]:
-        out: list = [None] * len(vectors)
-        for version in dict.fromkeys(versions):
-            rows = [i for i, v in enumerate(versions) if v == version]
-            loaded = await self.versions.get(version)
-            scores, hits = idx.search(loaded.index, np.stack([vectors[i] for i in rows]), max(ks[i] for i in rows))
+    async def search(self, vector: np.ndarray, k: int, version: str) -> list[dict]:
+        """The top `k` items for one query vector, searched in a batch with concurrent requests."""
+        return _raise_if_error(await self._search_batched(vector, k, version))
+
+    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.0)  # as the encoder: no wait when idle
+    async def _search_batched(self, vectors: list[np.ndarray], ks: list[int], versions: list[str]) -> list:
+        items = list(zip(vectors, ks, versions))
+        out: list = [None] * len(items)
+        for version, rows in _rows_by_version(items, lambda item: item[2]).items():
+            try:
+                loaded = await self.versions.get(version)
+            except Exception as err:  # noqa: BLE001 - a version that cannot load fails only its requests
+                for i in rows:
+                    out[i] = err
+                continue
+            # On the loop, as before: one FAISS call per batch, short next to the encoder's work.
+            hits = _top_k(loaded, np.stack([items[i][0] for i in rows]), [items[i][1] for i in rows])
             for j, i in enumerate(rows):
-                out[i] = [{"item_id": loaded.item_ids[r], "score": float(s), "title": loaded.titles[r]}
-                          for s, r in zip(scores[j][: ks[i]].tolist(), hits[j][: ks[i]].tolist()) if r >= 0]
+                out[i] = hits[j]
         return out
 
     async def image(self, item_id: str, size: int, version: str) -> dict:
@@ -165,6 +207,13 @@ class ImageIndex:
                 self._thumbs.popitem(last=False)
         self._thumbs.move_to_end(key)
         return {"png": self._thumbs[key]}
+
+
+def _top_k(loaded: LoadedIndex, vectors: np.ndarray, ks: list[int]) -> list[list[dict]]:
+    scores, hits = idx.search(loaded.index, vectors, max(ks))
+    return [[{"item_id": loaded.item_ids[r], "score": float(s), "title": loaded.titles[r]}
+             for s, r in zip(scores[j][:k].tolist(), hits[j][:k].tolist()) if r >= 0]
+            for j, k in enumerate(ks)]
 
 
 def validate_index(loaded: LoadedIndex) -> None:

@@ -13,6 +13,7 @@ from distill.settings import ServeConfig
 from distill.student import save_student
 
 SMALL = {"num_cpus": 0.1}  # several deployments on a 2-CPU test cluster
+TOPOLOGIES = ["split", "single"]  # ServeConfig.topology: every behaviour of the API must hold in both
 
 
 def free_port() -> int:
@@ -31,7 +32,7 @@ def make_serve_world(root: Path, student) -> dict:
 
 @contextmanager
 def running_retriever(index_dir: Path, cfg: ServeConfig, api_actor_options: dict | None = None):
-    """Serve the retriever on a free loopback port at route "/"; yields {"port", "client", "url"}."""
+    """Serve the retriever on a free loopback port at route "/"; yields {"port", "client", "url", "topology"}."""
     from ray import serve
 
     from serve import app
@@ -42,7 +43,7 @@ def running_retriever(index_dir: Path, cfg: ServeConfig, api_actor_options: dict
               name="retriever", route_prefix="/", logging_config={"enable_access_log": False})
     client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60)
     try:
-        yield {"port": port, "client": client, "url": f"http://127.0.0.1:{port}"}
+        yield {"port": port, "client": client, "url": f"http://127.0.0.1:{port}", "topology": cfg.topology}
     finally:
         client.close()
         serve.shutdown()

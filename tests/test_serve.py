@@ -15,7 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 from helpers_data import make_index
-from helpers_serve import SMALL, make_serve_world, running_retriever
+from helpers_serve import SMALL, TOPOLOGIES, make_serve_world, running_retriever
 
 from distill import index as idx
 from distill.settings import ServeConfig
@@ -26,14 +26,20 @@ CHROMIUM = "/usr/bin/chromium"
 SERVE_DIR = Path(__file__).resolve().parents[1] / "serve"
 
 
-@pytest.fixture(scope="module")
-def world(tmp_path_factory, offline_student):
-    return make_serve_world(tmp_path_factory.mktemp("serve-world"), offline_student)
+@pytest.fixture(scope="module", params=TOPOLOGIES)
+def topology(request):
+    return request.param
 
 
 @pytest.fixture(scope="module")
-def server(world, ray_session):
-    cfg = ServeConfig(version_poll_s=0.3, cors_origins=["http://shop.example"], max_k=20)
+def world(tmp_path_factory, offline_student, topology):
+    # One world per topology: the hot-swap test publishes a new version into it.
+    return make_serve_world(tmp_path_factory.mktemp(f"serve-world-{topology}"), offline_student)
+
+
+@pytest.fixture(scope="module")
+def server(world, ray_session, topology):
+    cfg = ServeConfig(version_poll_s=0.3, cors_origins=["http://shop.example"], max_k=20, topology=topology)
     with running_retriever(world["index"], cfg) as running:
         yield running
 
@@ -172,12 +178,12 @@ def test_encoder_uses_the_versions_own_model_and_refuses_a_changed_one(world):
         bound_model_dir(str(world["index"]), version, changed)
 
 
-def test_auth_with_api_key_header(world, server):
+def test_auth_with_api_key_header(world, server, topology):
     from ray import serve
 
     import serve.app as app
 
-    cfg = ServeConfig(api_key_env="DISTILL_TEST_API_KEY")
+    cfg = ServeConfig(api_key_env="DISTILL_TEST_API_KEY", topology=topology)
     secret = {"runtime_env": {"env_vars": {"DISTILL_TEST_API_KEY": "s3cret"}}}
     serve.run(app.compose(str(world["index"]), cfg, actor_options=SMALL, api_actor_options=secret),
               name="secure", route_prefix="/secure", logging_config={"enable_access_log": False})
@@ -197,6 +203,45 @@ def test_auth_with_api_key_header(world, server):
         assert c.get(url, headers={"X-API-Key": "s3cret"}).status_code == 200
     finally:
         serve.delete("secure")
+
+
+def test_single_topology_answers_like_split(server, world):
+    """The fast path (encoder and index inside the Api replica) returns what the three deployments return."""
+    from ray import serve
+
+    from serve import app
+
+    if server["topology"] != "split":
+        pytest.skip("compared once, from the split server")
+    cfg = ServeConfig(max_k=20, topology="single")
+    serve.run(app.compose(str(world["index"]), cfg, actor_options=SMALL), name="single", route_prefix="/single",
+              logging_config={"enable_access_log": False})
+    try:
+        c = server["client"]
+        for query, k in [("a red ball", 5), ("a gift for a mother who loves gardening", 20), ("kite", 1)]:
+            split = c.post("/search", json={"query": query, "k": k}).json()
+            single = c.post("/single/search", json={"query": query, "k": k}).json()
+            assert single["version"] == split["version"]
+            assert [h["item_id"] for h in single["results"]] == [h["item_id"] for h in split["results"]]
+            assert [h["title"] for h in single["results"]] == [h["title"] for h in split["results"]]
+            assert np.allclose([h["score"] for h in single["results"]], [h["score"] for h in split["results"]],
+                               atol=1e-5)
+        texts = {"input": ["a blue kite", "a yellow box"]}
+        one, three = c.post("/single/v1/embeddings", json=texts).json(), c.post("/v1/embeddings", json=texts).json()
+        assert np.allclose([d["embedding"] for d in one["data"]], [d["embedding"] for d in three["data"]], atol=1e-5)
+        assert one["usage"] == three["usage"] and one["model"] == three["model"]
+        assert c.get("/single/healthz").json() == c.get("/healthz").json()
+        assert c.get("/single/status").json() == c.get("/status").json()
+        image = {"size": 64}
+        assert c.get("/single/items/item-000/image", params=image).content == c.get("/items/item-000/image",
+                                                                                    params=image).content
+        missing = c.get("/single/items/no-such-item/image")
+        assert missing.status_code == 404 and missing.json() == c.get("/items/no-such-item/image").json()
+        single_api, split_api = c.get("/single/openapi.json").json(), c.get("/openapi.json").json()
+        assert single_api["components"] == split_api["components"]
+        assert single_api["paths"] == split_api["paths"]
+    finally:
+        serve.delete("single")
 
 
 def test_serve_config_yaml_is_a_valid_serve_deploy_file(world):
@@ -256,3 +301,4 @@ def test_hot_swap_under_concurrent_load_has_zero_errors(server, world):
     assert {world["v1"]["version"], v2["version"]} <= versions
     status = server["client"].get("/status").json()
     assert status["version"] == v2["version"] and status["model"] == str(Path(model_b).resolve())
+

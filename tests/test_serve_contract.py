@@ -16,7 +16,7 @@ from pathlib import Path
 import jsonschema
 import pytest
 import yaml
-from helpers_serve import make_serve_world, running_retriever
+from helpers_serve import TOPOLOGIES, make_serve_world, running_retriever
 
 from distill.config import ConfigError
 from distill.settings import ServeConfig, load_pipeline_config
@@ -61,15 +61,16 @@ def world(tmp_path_factory, offline_student):
     return make_serve_world(tmp_path_factory.mktemp("contract-world"), offline_student)
 
 
-@pytest.fixture(scope="module")
-def server(world, ray_session):
+@pytest.fixture(scope="module", params=TOPOLOGIES)
+def server(world, ray_session, request):
     """With an API key and CORS, so the schema documents 401 and schemathesis checks auth is enforced.
 
     At most 16 embedding inputs per request: the largest valid request must answer within schemathesis's
     response-time limit on a busy 2-core CPU (256 took ~30 s there); the contract logic is the same.
+    Once per topology: the routes are the same code, the backends behind them are not.
     """
     cfg = ServeConfig(version_poll_s=0.3, max_k=20, max_embedding_inputs=16, api_key_env="DISTILL_CONTRACT_KEY",
-                      cors_origins=["http://shop.example"])
+                      cors_origins=["http://shop.example"], topology=request.param)
     secret = {"runtime_env": {"env_vars": {"DISTILL_CONTRACT_KEY": API_KEY}}}
     with running_retriever(world["index"], cfg, api_actor_options=secret) as running:
         running["openapi"] = running["client"].get("/openapi.json", headers=KEY).json()
