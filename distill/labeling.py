@@ -2,19 +2,24 @@
 
     requests --skip keys already stored--> pending
     pending, in passes of `requests_per_pass`:
-      catalog rows of the pass's items --Ray Data tasks--> 224 px thumbnails (once per item)
-      requests with a missing/corrupt item -> dropped ("missing_item:<id>" / "bad_image:<id>")
-      the rest --Ray Data--> teacher (cpu/openai: a callable-class actor pool; vllm: ray.data.llm)
-      answers stream back to the driver and are committed to the store every `chunk_size` rows.
+      malformed requests / unknown personas -> dropped on the driver ("bad_request:..." / "missing_persona")
+      cpu/openai: requests + the pass's catalog rows --Ray Data--> a callable-class actor pool that
+        makes each item's 224 px thumbnail once, in the actor, and drops requests with a missing or
+        corrupt item ("missing_item:<id>" / "bad_image:<id>") before asking the teacher
+      vllm: catalog rows --Ray Data tasks--> PNG thumbnails; the same item drops on the driver; the
+        rest --ray.data.llm--> the engine (which needs the thumbnails as data URLs)
+      answers and drops stream back to the driver and are committed every `chunk_size` rows.
 A killed run loses at most the uncommitted chunk; a rerun asks only for what is not stored yet.
+`LabelSummary.phases` says where the wall time went (see `PHASES`).
 """
 
 from __future__ import annotations
 
-import io
 import logging
 import time
 from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -39,6 +44,16 @@ RESULT = pa.schema([
 ])
 N_ITEMS = {"rank": None, "compare": 2}  # rank takes any N >= 2 (5 for training groups)
 
+# Wall-time phases of `label_requests`, in seconds (driver side; they add up to about `seconds`).
+PHASES = {
+    "prepare": "request keys, store lookup of what is already answered",
+    "inputs": "persona texts, catalog rows of the pass's items, request checks",
+    "thumbnails": "the separate thumbnail dataset pass (vllm backend only)",
+    "teacher_first": "dispatch to the first answered batch: actor start-up, model load, first batch",
+    "teacher": "waiting on the rest of the teacher stream",
+    "commit": "conforming result batches and writing store chunks",
+}
+
 
 @dataclass
 class LabelSummary:
@@ -51,6 +66,15 @@ class LabelSummary:
     answered: int = 0
     dropped: dict[str, int] = field(default_factory=dict)  # reason class -> count
     seconds: float = 0.0
+    phases: dict[str, float] = field(default_factory=dict)  # PHASES name -> seconds
+
+    @contextmanager
+    def timed(self, phase: str):
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.phases[phase] = self.phases.get(phase, 0.0) + time.perf_counter() - t0
 
     @property
     def n_dropped(self) -> int:
@@ -61,7 +85,8 @@ class LabelSummary:
         return (self.answered + self.n_dropped) / self.seconds if self.seconds > 0 else 0.0
 
     def as_dict(self) -> dict:
-        return {**asdict(self), "groups_per_s": round(self.groups_per_s, 3)}
+        return {**asdict(self), "phases": {k: round(v, 3) for k, v in self.phases.items()},
+                "groups_per_s": round(self.groups_per_s, 3)}
 
     def format(self) -> str:
         drops = ", ".join(f"{k}={v}" for k, v in sorted(self.dropped.items())) or "none"
@@ -149,6 +174,31 @@ def drop_row(row: dict, reason: str) -> dict:
             "ranking": [], "raw_output": "", "attempts": 0, "latency_s": 0.0, "error": reason}
 
 
+def screen_requests(rows: pa.Table, task: str, personas: dict[str, str]) -> tuple[pa.Table, pa.Table]:
+    """(requests fit to send, with their persona_text; RESULT drops for malformed ones and unknown personas)."""
+    drops, keep, texts = [], [], []
+    for i, row in enumerate(rows.to_pylist()):
+        reason = request_problem(row, task)
+        if reason is None and row["persona_id"] not in personas:
+            reason = "missing_persona"
+        if reason is None:
+            keep.append(i)
+            texts.append(personas[row["persona_id"]])
+        else:
+            drops.append(drop_row(row, reason))
+    good = rows.take(pa.array(keep, pa.int64())).append_column("persona_text", pa.array(texts, pa.string()))
+    return good, pa.Table.from_pylist(drops, schema=RESULT)
+
+
+def item_problem(presented: list[str], problem_of: Callable[[str], str | None]) -> str | None:
+    """The first problem ("missing_item:<id>" / "bad_image:<id>") among the items, in presentation order."""
+    for item_id in presented:
+        reason = problem_of(item_id)
+        if reason is not None:
+            return reason
+    return None
+
+
 # ---- thumbnails -----------------------------------------------------------------------------------
 def thumbnail_batch(batch: pa.Table, catalog_root: str, size: int) -> pa.Table:
     """Ray Data task: catalog rows -> PNG-encoded white-padded thumbnails, or the decode error."""
@@ -183,62 +233,122 @@ def make_thumbnails(rows: pa.Table, catalog_dir, size: int, label_cfg) -> tuple[
     return good.join(meta, "item_id"), bad
 
 
+class ItemThumbnails:
+    """A pass's catalog rows -> teacher candidates, each item's thumbnail made once, on first use.
+
+    Rows stay in their Arrow table (zero-copy from the object store); an item's image bytes become
+    Python objects only when it is first asked for."""
+
+    def __init__(self, catalog: pa.Table, catalog_root: str, size: int):
+        self.catalog, self.root, self.size = catalog, catalog_root, size
+        self.row_of = {item_id: i for i, item_id in enumerate(catalog["item_id"].to_pylist())}
+        self.ready: dict = {}  # item_id -> Candidate with its thumbnail
+        self.failed: set[str] = set()  # items whose image did not decode
+
+    def problem(self, item_id: str) -> str | None:
+        if item_id not in self.row_of:
+            return f"missing_item:{item_id}"
+        if item_id not in self.ready and item_id not in self.failed:
+            self._load(item_id)
+        return f"bad_image:{item_id}" if item_id in self.failed else None
+
+    def candidate(self, item_id: str):
+        return self.ready[item_id]  # problem() was asked first and said None
+
+    def _load(self, item_id: str) -> None:
+        from distill.images import try_load_row_image
+        from distill.teacher import Candidate
+
+        row = self._row(item_id, ("image", "image_path", "title", "text", "category"))
+        img, _ = try_load_row_image(row, self.root, self.size)
+        if img is None:
+            self.failed.add(item_id)
+        else:
+            self.ready[item_id] = Candidate(item_id, row["title"], row["text"], row["category"], img)
+
+    def _row(self, item_id: str, columns: tuple[str, ...]) -> dict:
+        i = self.row_of[item_id]
+        names = set(self.catalog.column_names)
+        return {"item_id": item_id, **{c: self.catalog[c][i].as_py() if c in names else None for c in columns}}
+
+
 # ---- the teacher stage (cpu / openai) ---------------------------------------------------------------
 class TeacherActor:
-    """Ray Data callable class: a batch of prepared requests -> a batch of RESULT rows."""
+    """Ray Data callable class: a batch of prepared requests -> a batch of RESULT rows.
 
-    def __init__(self, teacher_cfg_json: str, items: pa.Table):
+    Thumbnails are made here, once per item and actor, not in a dataset pass of their own: that pass
+    cost a second round of Ray tasks before the actors even started, a PNG encode and decode per item,
+    and an Arrow round trip (issue 14). Requests with a missing or corrupt item are dropped here."""
+
+    def __init__(self, teacher_cfg_json: str, catalog: pa.Table, catalog_root: str, teacher_batch: int):
         from distill.settings import TeacherConfig
         from distill.teacher import build_teacher
 
-        self.teacher = build_teacher(TeacherConfig.model_validate_json(teacher_cfg_json))
-        self.items = {r["item_id"]: r for r in items.to_pylist()}
-        self._images: dict = {}
-
-    def _image(self, item_id: str):
-        from PIL import Image
-
-        if item_id not in self._images:
-            self._images[item_id] = Image.open(io.BytesIO(self.items[item_id]["thumb"])).convert("RGB")
-        return self._images[item_id]
-
-    def _candidate(self, item_id: str):
-        from distill.teacher import Candidate
-
-        meta = self.items[item_id]
-        return Candidate(item_id, meta["title"], meta["text"], meta["category"], self._image(item_id))
+        cfg = TeacherConfig.model_validate_json(teacher_cfg_json)
+        self.teacher = build_teacher(cfg)
+        self.items = ItemThumbnails(catalog, catalog_root, cfg.image_size)
+        self.teacher_batch = max(1, teacher_batch)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
+        out, ask = [], []
+        for row in batch.to_pylist():
+            reason = item_problem(row["presented"], self.items.problem)
+            if reason is None:
+                ask.append(row)
+            else:
+                out.append(drop_row(row, reason))
+        for start in range(0, len(ask), self.teacher_batch):  # a task carries several teacher batches
+            out += self._answer(ask[start:start + self.teacher_batch])
+        return pa.Table.from_pylist(out, schema=RESULT)
+
+    def _answer(self, rows: list[dict]) -> list[dict]:
         from distill.teacher import TeacherRequest
 
-        rows = batch.to_pylist()
         try:
             requests = [TeacherRequest(r["key"], r["task"], r["persona_id"], r["persona_text"],
-                                       [self._candidate(i) for i in r["presented"]], r["group_id"], r["round"])
+                                       [self.items.candidate(i) for i in r["presented"]], r["group_id"], r["round"])
                         for r in rows]
             answers = self.teacher.answer(requests)
         except Exception as err:  # noqa: BLE001 - a failing batch is counted as drops, the job goes on
             reason = f"teacher_error:{type(err).__name__}: {err}"[:300]
-            return pa.Table.from_pylist([drop_row(r, reason) for r in rows], schema=RESULT)
-        out = []
-        for r, a in zip(rows, answers):
-            out.append({**drop_row(r, a.error), "ranking": a.ranking or [], "raw_output": a.raw_output,
-                        "attempts": a.attempts, "latency_s": a.latency_s})
-        return pa.Table.from_pylist(out, schema=RESULT)
+            return [drop_row(r, reason) for r in rows]
+        return [{**drop_row(r, a.error), "ranking": a.ranking or [], "raw_output": a.raw_output,
+                 "attempts": a.attempts, "latency_s": a.latency_s} for r, a in zip(rows, answers)]
 
 
 def _blocks(table: pa.Table, rows_per_block: int) -> list[pa.Table]:
     return [table.slice(i, rows_per_block) for i in range(0, table.num_rows, rows_per_block)]
 
 
-def run_actor_teacher(pending: pa.Table, items: pa.Table, teacher_cfg, label_cfg):
-    """Stream RESULT batches from a pool of teacher actors (fractional CPUs: read tasks must not starve)."""
+TASKS_PER_ACTOR = 4  # tasks each teacher actor should get at least, so that a pool stays balanced
+
+
+def rows_per_task(n_rows: int, label_cfg) -> int:
+    """Rows in one Ray Data task to the teacher actors: whole teacher batches (`batch_size`), as many as
+    fit in a commit chunk, but no more than leave every actor TASKS_PER_ACTOR tasks.
+
+    A task costs ~25 ms of scheduling and transfer on a 2-core machine, about what the CPU teacher needs
+    for a batch of 8: with one task per teacher batch, 1000 groups spent 5 s in the teacher stage instead
+    of 2.2 s (issue 14, benchmarks/results/label_throughput_cpu.txt). Answers do not change: the actor
+    still asks the teacher `batch_size` requests at a time."""
+    batch = max(1, label_cfg.batch_size)
+    per_actor = -(-n_rows // (max(1, label_cfg.concurrency) * TASKS_PER_ACTOR))
+    batches = min(max(1, label_cfg.chunk_size // batch), -(-per_actor // batch))
+    return batch * max(1, batches)
+
+
+def run_actor_teacher(pending: pa.Table, catalog: pa.Table, catalog_dir, teacher_cfg, label_cfg):
+    """Stream RESULT batches from a pool of teacher actors (fractional CPUs: read tasks must not starve).
+
+    `catalog` holds the rows (encoded image or path, metadata) of every item `pending` presents."""
     import ray.data
 
-    ds = ray.data.from_arrow(_blocks(pending, label_cfg.batch_size)).map_batches(
+    rows = rows_per_task(pending.num_rows, label_cfg)
+    ds = ray.data.from_arrow(_blocks(pending, rows)).map_batches(
         TeacherActor,
-        fn_constructor_kwargs=dict(teacher_cfg_json=teacher_cfg.model_dump_json(), items=items),
-        batch_size=label_cfg.batch_size, batch_format="pyarrow",
+        fn_constructor_kwargs=dict(teacher_cfg_json=teacher_cfg.model_dump_json(), catalog=catalog,
+                                   catalog_root=str(catalog_dir), teacher_batch=label_cfg.batch_size),
+        batch_size=rows, batch_format="pyarrow",
         compute=ray.data.ActorPoolStrategy(size=label_cfg.concurrency),
         num_cpus=label_cfg.num_cpus_per_actor, num_gpus=label_cfg.num_gpus_per_actor)
     yield from ds.iter_batches(batch_size=None, batch_format="pyarrow")
@@ -360,13 +470,14 @@ def label_requests(requests: pa.Table, *, task: str, catalog_dir, personas_dir, 
                    store: LabelStore, progress: bool = True) -> LabelSummary:
     """Answer every request not already in `store`, committing in chunks; see the module docstring."""
     t0 = time.time()
-    prepared = prepare_requests(requests, task, teacher_cfg)
     teacher_id = teacher_id_for(teacher_cfg)
     summary = LabelSummary(teacher_id, task, requested=requests.num_rows)
-    done = store.keys(teacher_id, task)
-    if not label_cfg.retry_dropped:
-        done |= store.settled_error_keys(teacher_id, task)
-    pending = prepared.filter(pc.invert(pc.is_in(prepared["key"], pa.array(sorted(done), pa.string()))))
+    with summary.timed("prepare"):
+        prepared = prepare_requests(requests, task, teacher_cfg)
+        done = store.keys(teacher_id, task)
+        if not label_cfg.retry_dropped:
+            done |= store.settled_error_keys(teacher_id, task)
+        pending = prepared.filter(pc.invert(pc.is_in(prepared["key"], pa.array(sorted(done), pa.string()))))
     summary.cached = requests.num_rows - pending.num_rows
     summary.sent = pending.num_rows
     committer = Committer(store, summary, label_cfg.chunk_size, pending.num_rows, progress,
@@ -374,7 +485,8 @@ def label_requests(requests: pa.Table, *, task: str, catalog_dir, personas_dir, 
     for start in range(0, pending.num_rows, max(1, label_cfg.requests_per_pass)):
         _label_pass(pending.slice(start, label_cfg.requests_per_pass), task, catalog_dir, personas_dir,
                     teacher_cfg, label_cfg, committer)
-    committer.flush()
+    with summary.timed("commit"):
+        committer.flush()
     summary.seconds = time.time() - t0
     if progress and summary.sent:
         committer.report()
@@ -382,34 +494,61 @@ def label_requests(requests: pa.Table, *, task: str, catalog_dir, personas_dir, 
 
 
 def _label_pass(rows: pa.Table, task, catalog_dir, personas_dir, teacher_cfg, label_cfg, committer) -> None:
-    personas = persona_texts(personas_dir, set(rows["persona_id"].to_pylist()))
-    needed = {i for items in rows["presented"].to_pylist() for i in items}
-    catalog = read_catalog_rows(catalog_dir, needed)
-    items, bad_images = make_thumbnails(catalog, catalog_dir, teacher_cfg.image_size, label_cfg)
+    summary = committer.summary
+    with summary.timed("inputs"):
+        personas = persona_texts(personas_dir, set(rows["persona_id"].to_pylist()))
+        needed = {i for items in rows["presented"].to_pylist() for i in items}
+        catalog = read_catalog_rows(catalog_dir, needed)
+        good, drops = screen_requests(rows, task, personas)
+    with summary.timed("commit"):
+        committer.add(drops)
+    if not good.num_rows:
+        return
+    if teacher_cfg.backend == "vllm":
+        stream = _vllm_stream(good, catalog, catalog_dir, teacher_cfg, label_cfg, committer)
+    else:
+        stream = run_actor_teacher(good, catalog, catalog_dir, teacher_cfg, label_cfg)
+    commit_stream(stream, committer)
+
+
+def _vllm_stream(good: pa.Table, catalog: pa.Table, catalog_dir, teacher_cfg, label_cfg, committer):
+    """ray.data.llm needs the thumbnails up front (as data URLs): make them in a dataset pass and drop
+    requests with a missing or corrupt item here, on the driver."""
+    summary = committer.summary
+    with summary.timed("thumbnails"):
+        items, bad_images = make_thumbnails(catalog, catalog_dir, teacher_cfg.image_size, label_cfg)
     known = set(catalog["item_id"].to_pylist())
-    drops, keep, texts = [], [], []
-    for i, row in enumerate(rows.to_pylist()):
-        reason = request_problem(row, task)
-        if reason is None and row["persona_id"] not in personas:
-            reason = "missing_persona"
-        for item_id in row["presented"]:
-            if reason is None and item_id not in known:
-                reason = f"missing_item:{item_id}"
-            if reason is None and item_id in bad_images:
-                reason = f"bad_image:{item_id}"
+
+    def problem_of(item_id: str) -> str | None:
+        if item_id not in known:
+            return f"missing_item:{item_id}"
+        return f"bad_image:{item_id}" if item_id in bad_images else None
+
+    keep, drops = [], []
+    for i, row in enumerate(good.to_pylist()):
+        reason = item_problem(row["presented"], problem_of)
         if reason is None:
             keep.append(i)
-            texts.append(personas[row["persona_id"]])
         else:
             drops.append(drop_row(row, reason))
-    if drops:
+    with summary.timed("commit"):
         committer.add(pa.Table.from_pylist(drops, schema=RESULT))
     if not keep:
-        return
-    good = rows.take(pa.array(keep, pa.int64())).append_column("persona_text", pa.array(texts, pa.string()))
-    run = run_vllm_teacher if teacher_cfg.backend == "vllm" else run_actor_teacher
-    for batch in run(good, items, teacher_cfg, label_cfg):
-        committer.add(batch)
+        return iter(())
+    return run_vllm_teacher(good.take(pa.array(keep, pa.int64())), items, teacher_cfg, label_cfg)
+
+
+def commit_stream(stream: Iterator[pa.Table], committer: Committer) -> None:
+    """Commit each RESULT batch as it arrives; the wait for the first one (start-up) is timed apart."""
+    summary, phase = committer.summary, "teacher_first"
+    while True:
+        with summary.timed(phase):
+            batch = next(stream, None)
+        if batch is None:
+            return
+        phase = "teacher"
+        with summary.timed("commit"):
+            committer.add(batch)
 
 
 def label_groups(groups: pa.Table, **kwargs) -> LabelSummary:

@@ -12,7 +12,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from distill.label_store import LabelStore
-from distill.labeling import label_groups, label_requests, reason_class
+from distill.labeling import (ItemThumbnails, label_groups, label_requests, read_catalog_rows, reason_class,
+                              rows_per_task)
 from distill.schemas import GROUPS, conform
 from distill.settings import LabelConfig, TeacherConfig
 from helpers_data import make_catalog, make_personas
@@ -79,6 +80,47 @@ def test_compare_requests_and_bad_requests_are_counted(ray_session, world, tmp_p
     assert set(store.read()["task"].to_pylist()) == {"compare"}
 
 
+def test_item_drops_name_the_first_bad_item_in_presentation_order(ray_session, world, tmp_path):
+    """Item checks run in the teacher actor (where the thumbnails are made): the reason is the first
+    presented item that is missing or does not decode, as when they ran on the driver."""
+    catalog, personas = world
+    store = LabelStore(tmp_path / "labels")
+    reqs = pa.table({"persona_id": ["p000", "p001", "p002"],
+                     "item_ids": [["item-000", "item-011", "item-404"], ["item-000", "item-404", "item-011"],
+                                  ["item-001", "item-002", "item-003"]]})
+    teacher = TeacherConfig(shuffle_presentation=False)  # shown in the given order
+    s = label_requests(reqs, task="rank", catalog_dir=catalog, personas_dir=personas, teacher_cfg=teacher,
+                       label_cfg=LABEL, store=store, progress=False)
+    assert (s.sent, s.answered, s.teacher_calls) == (3, 1, 1)
+    assert s.dropped == {"bad_image": 1, "missing_item": 1}
+    errors = store.read_errors()
+    assert dict(zip(errors["persona_id"].to_pylist(), errors["reason"].to_pylist())) == {
+        "p000": "bad_image:item-011", "p001": "missing_item:item-404"}
+    assert set(s.phases) >= {"prepare", "inputs", "teacher_first", "commit"} and "thumbnails" not in s.phases
+    assert sum(s.phases.values()) <= s.seconds + 0.05
+
+
+def test_item_thumbnails_decode_each_item_once(world):
+    catalog, _ = world
+    rows = read_catalog_rows(catalog, {"item-000", "item-011"})
+    items = ItemThumbnails(rows, str(catalog), 64)
+    assert items.problem("item-404") == "missing_item:item-404"
+    assert items.problem("item-011") == "bad_image:item-011"
+    assert items.problem("item-000") is None
+    first = items.candidate("item-000")
+    assert items.problem("item-000") is None and items.candidate("item-000") is first  # cached, not re-decoded
+    assert first.image.size == (64, 64) and first.title and first.category
+
+
+def test_rows_per_task_are_whole_teacher_batches_up_to_a_chunk():
+    assert rows_per_task(1000, LabelConfig(batch_size=8, chunk_size=64)) == 64
+    assert rows_per_task(40, LabelConfig(batch_size=8, chunk_size=64)) == 16  # 4 tasks for the one actor
+    assert rows_per_task(1000, LabelConfig(batch_size=8, chunk_size=64, concurrency=4)) == 64
+    assert rows_per_task(100, LabelConfig(batch_size=8, chunk_size=64, concurrency=4)) == 8  # keep 4 actors busy
+    assert rows_per_task(30, LabelConfig(batch_size=1, chunk_size=2)) == 2
+    assert rows_per_task(5, LabelConfig(batch_size=16, chunk_size=4)) == 16  # never less than a teacher batch
+
+
 def test_reason_classes():
     assert reason_class("bad_image:item-3") == "bad_image"
     assert reason_class("parse:wrong_length:4") == "parse:wrong_length"
@@ -92,7 +134,9 @@ ray.data.DataContext.get_current().enable_progress_bars = False
 from distill.label_store import LabelStore
 from distill.labeling import label_groups
 from distill.settings import LabelConfig, TeacherConfig
-cfg = LabelConfig(chunk_size=2, batch_size=1, concurrency=1, num_cpus_per_actor=0.5)
+# Passes of 6 requests: each pass starts a new actor pool (seconds of model load), so the parent's kill
+# after the first commits lands between passes, mid-run, however fast one pass answers.
+cfg = LabelConfig(chunk_size=2, batch_size=1, concurrency=1, num_cpus_per_actor=0.5, requests_per_pass=6)
 s = label_groups(pq.read_table(sys.argv[2]), catalog_dir=sys.argv[3], personas_dir=sys.argv[4],
                  teacher_cfg=TeacherConfig(), label_cfg=cfg, store=LabelStore(sys.argv[5]), progress=False)
 print("DONE", s.answered, flush=True)
