@@ -77,20 +77,12 @@ class QueryEncoder:
     # batch open that long, a lone request too (it cost 5 ms of a ~40 ms query at concurrency 1).
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.0)
     async def _embed_batched(self, texts: list[str], versions: list[str]) -> list:
-        items = list(zip(texts, versions))
-        out: list = [None] * len(items)
-        for version, rows in _rows_by_version(items, lambda item: item[1]).items():
-            try:
-                m = await self.models.get(version)
-            except Exception as err:  # noqa: BLE001 - a version that cannot load fails only its requests
-                for i in rows:
-                    out[i] = err
-                continue
+        async def encode(m: dict, rows: list[int]) -> list:
             # Off the event loop: the replica keeps accepting requests, which queue for the next batch.
-            vecs, tokens = await asyncio.to_thread(_encode, m["student"], [items[i][0] for i in rows])
-            for j, i in enumerate(rows):
-                out[i] = (vecs[j], tokens[j])
-        return out
+            vecs, tokens = await asyncio.to_thread(_encode, m["student"], [texts[i] for i in rows])
+            return list(zip(vecs, tokens))
+
+        return await _per_version(versions, self.models.get, encode)
 
 
 def _encode(student, texts: list[str]) -> tuple[np.ndarray, list[int]]:
@@ -107,12 +99,23 @@ def _raise_if_error(result):
     return result
 
 
-def _rows_by_version(items: list, version_of: Callable[[Any], str]) -> dict[str, list[int]]:
-    """Positions of a batch's items grouped by index version, in first-seen order (a batch may span a swap)."""
-    rows: dict[str, list[int]] = {}
-    for i, item in enumerate(items):
-        rows.setdefault(version_of(item), []).append(i)
-    return rows
+async def _per_version(versions: list[str], load: Callable, run: Callable) -> list:
+    """One result per batch item: `run(loaded, rows)` once per index version the batch names (a batch may span a
+    hot swap). A version that cannot load gives its items the exception (see `_raise_if_error`)."""
+    rows_of: dict[str, list[int]] = {}
+    for i, version in enumerate(versions):
+        rows_of.setdefault(version, []).append(i)
+    out: list = [None] * len(versions)
+    for version, rows in rows_of.items():
+        try:
+            loaded = await load(version)
+        except Exception as err:  # noqa: BLE001 - a version that cannot load fails only its requests
+            results = [err] * len(rows)
+        else:
+            results = await run(loaded, rows)
+        for i, result in zip(rows, results):
+            out[i] = result
+    return out
 
 
 @dataclass
@@ -176,20 +179,11 @@ class ImageIndex:
 
     @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.0)  # as the encoder: no wait when idle
     async def _search_batched(self, vectors: list[np.ndarray], ks: list[int], versions: list[str]) -> list:
-        items = list(zip(vectors, ks, versions))
-        out: list = [None] * len(items)
-        for version, rows in _rows_by_version(items, lambda item: item[2]).items():
-            try:
-                loaded = await self.versions.get(version)
-            except Exception as err:  # noqa: BLE001 - a version that cannot load fails only its requests
-                for i in rows:
-                    out[i] = err
-                continue
-            # On the loop, as before: one FAISS call per batch, short next to the encoder's work.
-            hits = _top_k(loaded, np.stack([items[i][0] for i in rows]), [items[i][1] for i in rows])
-            for j, i in enumerate(rows):
-                out[i] = hits[j]
-        return out
+        async def top_k(loaded: LoadedIndex, rows: list[int]) -> list:
+            # On the loop: one FAISS call per batch, short next to the encoder's work.
+            return _top_k(loaded, np.stack([vectors[i] for i in rows]), [ks[i] for i in rows])
+
+        return await _per_version(versions, self.versions.get, top_k)
 
     async def image(self, item_id: str, size: int, version: str) -> dict:
         """{"png": bytes} for an indexed item, else {"error": reason, "status": 404}."""
