@@ -12,8 +12,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from distill.label_store import LabelStore
-from distill.labeling import (ItemThumbnails, label_groups, label_requests, read_catalog_rows, reason_class,
-                              rows_per_task)
+from distill.labeling import label_groups, label_requests, read_catalog_rows, reason_class
+from distill.teacher_stage import ItemThumbnails, rows_per_task
 from distill.schemas import GROUPS, conform
 from distill.settings import LabelConfig, TeacherConfig
 from helpers_data import make_catalog, make_personas
