@@ -175,7 +175,8 @@ def embed_catalog(model, catalog_dir: str | Path, split: str | None = None, *, o
     Up to `in_process_max` rows are embedded in this process (no Ray Data start-up; same ImageEmbedder,
     same vectors); more stream through Ray Data. With `cache_dir` (in-memory results of a saved model dir
     only), a result is reused while the model's files and the catalog's files are unchanged, and a small
-    job of a student whose trunk is frozen projects shared trunk features (`_project_shared_trunk`).
+    job of a trunk + head tower projects trunk features shared by every student with that trunk
+    (`_project_shared_trunk`).
     `student`: `model` already loaded (the evaluation holds it for the text tower), used by the in-process path.
     """
     from distill.student import read_manifest
@@ -215,18 +216,26 @@ def _project_shared_trunk(student, catalog_dir, split, cache_dir, batch_size, to
     is the same work for each of them: done once per (trunk, catalog, split), every further student costs
     one small matrix product. In eval mode forward(pixels) == project_features(trunk_features(pixels))
     (tests/test_embed.py checks the vectors against the pixel path)."""
-    import torch
-
     t0 = time.time()
     features = trunk_features(student, catalog_dir, split, cache_dir=cache_dir, batch_size=batch_size,
                               torch_threads=torch_threads, progress=progress)
     if features.n == 0:  # every image unreadable: nothing to project (the errors say why)
         emb = np.zeros((0, student.embed_dim), np.float32)
     else:
-        with torch.no_grad():
-            emb = student.eval().project_features(torch.from_numpy(features.embeddings.copy())).float().numpy()
-    return EmbeddingResult(item_ids=list(features.item_ids), embeddings=np.ascontiguousarray(emb, np.float32),
-                           errors=list(features.errors), seconds=time.time() - t0)
+        emb = project_trunk_features(student, features.embeddings)
+    return EmbeddingResult(item_ids=list(features.item_ids), embeddings=emb, errors=list(features.errors),
+                           seconds=time.time() - t0)
+
+
+def project_trunk_features(student, features: np.ndarray, rows: int = 4096) -> np.ndarray:
+    """Unit embeddings (float32) of trunk features under `student`'s projection head, `rows` at a time."""
+    import torch
+
+    student.eval()
+    with torch.no_grad():
+        out = [student.project_features(torch.from_numpy(np.array(features[i:i + rows]))).float().numpy()
+               for i in range(0, len(features), rows)]
+    return np.ascontiguousarray(np.concatenate(out), np.float32)
 
 
 def trunk_features(model, catalog_dir: str | Path, split: str | None, *, cache_dir: str | Path | None = None,

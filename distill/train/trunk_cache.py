@@ -27,7 +27,8 @@ import pyarrow as pa
 import torch
 
 from distill import fsutil
-from distill.embed import count_rows, embed_catalog, embeddings_table, read_embeddings, trunk_features
+from distill.embed import (count_rows, embed_catalog, embeddings_table, project_trunk_features, read_embeddings,
+                           trunk_features)
 
 log = logging.getLogger(__name__)
 
@@ -79,10 +80,7 @@ class TrunkCache:
     def embed(self, student, split: str) -> tuple[list[str], np.ndarray]:
         """Unit embeddings of a split under `student`'s projection head (its trunk must be the base's)."""
         ids, feats = self.features(split)
-        student.eval()
-        emb = [student.project_features(torch.from_numpy(np.array(feats[i:i + 4096]))).float().numpy()
-               for i in range(0, len(feats), 4096)]
-        return ids, np.concatenate(emb) if emb else np.zeros((0, 0), np.float32)
+        return ids, project_trunk_features(student, feats) if len(feats) else np.zeros((0, 0), np.float32)
 
     def group_features(self, rankings: list[list[str]], split: str = "train") -> tuple[np.ndarray, list[str | None]]:
         """([G, M, F] features in ranking order, per-group error or None); a group naming an item
