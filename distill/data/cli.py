@@ -43,7 +43,7 @@ def _run_import(run: Callable[[], object], report_json: str | None) -> int:
 
 
 def cmd_world_build(args: argparse.Namespace) -> int:
-    from distill.data.world import DEFAULT_GROUPS, build_world
+    from distill.data.world import DEFAULT_GROUPS, DESIGNERS, build_world
 
     try:
         summary = build_world(
@@ -51,17 +51,18 @@ def cmd_world_build(args: argparse.Namespace) -> int:
             seed=args.seed,
             n_personas=args.personas,
             image_size=args.image_size,
-            val_items=args.val_items,
-            test_items=args.test_items,
+            val_concepts=args.val_concepts,
+            test_concepts=args.test_concepts,
             val_personas=args.val_personas,
             test_personas=args.test_personas,
+            designers=tuple(args.designers) if args.designers else DESIGNERS,
             limit_glyphs=args.limit_glyphs,
             groups=tuple(args.groups) if args.groups else DEFAULT_GROUPS,
             include_photos=not args.no_photos,
             rows_per_file=args.rows_per_file,
             overwrite=args.overwrite,
         )
-    except (FileExistsError, ValueError) as err:
+    except (FileExistsError, FileNotFoundError, ValueError) as err:  # FileNotFoundError: an emoji set missing
         return _fail(err)
     print(json.dumps(summary, indent=2))
     return 0
@@ -128,7 +129,7 @@ def _help(parser: argparse.ArgumentParser):
 def add_data_commands(subparsers) -> None:
     """Register `world`, `catalog` and `personas` command groups on an argparse subparsers object."""
     # world build
-    world = subparsers.add_parser("world", help="the embedded offline world (OpenMoji catalog + personas)")
+    world = subparsers.add_parser("world", help="the embedded offline world (emoji catalog + personas)")
     world.set_defaults(func=_help(world))
     wsub = world.add_subparsers(dest="world_command")
     b = wsub.add_parser("build", help="build the embedded world directory",
@@ -136,13 +137,17 @@ def add_data_commands(subparsers) -> None:
                                     "(deterministic for a given seed).")
     b.add_argument("--out", required=True, help="output world directory")
     b.add_argument("--seed", type=int, default=0)
-    b.add_argument("--personas", type=int, default=300, help="number of personas (default 300)")
+    b.add_argument("--personas", type=int, default=1200, help="number of personas (default 1200)")
     b.add_argument("--image-size", type=int, default=224)
-    b.add_argument("--val-items", type=int, default=None, help="default: 15%% of items")
-    b.add_argument("--test-items", type=int, default=None, help="default: 15%% of items")
-    b.add_argument("--val-personas", type=int, default=None, help="default: 2/15 of personas (40 of 300)")
-    b.add_argument("--test-personas", type=int, default=None, help="default: 2/15 of personas (40 of 300)")
-    b.add_argument("--limit-glyphs", type=int, default=None, help="keep only the first N emoji (quick tests)")
+    b.add_argument("--designers", type=_csv_list, default=None,
+                   help="comma-separated designers drawing each emoji (default: openmoji,noto,twemoji,fluent)")
+    b.add_argument("--val-concepts", "--val-items", dest="val_concepts", type=int, default=None,
+                   help="concepts (all drawings of one emoji; a photo) in val; default: 15%% of concepts")
+    b.add_argument("--test-concepts", "--test-items", dest="test_concepts", type=int, default=None,
+                   help="concepts in test; default: 15%% of concepts")
+    b.add_argument("--val-personas", type=int, default=None, help="default: 10%% of personas (120 of 1200)")
+    b.add_argument("--test-personas", type=int, default=None, help="default: 20%% of personas (240 of 1200)")
+    b.add_argument("--limit-glyphs", type=int, default=None, help="keep only the first N emoji concepts (quick tests)")
     b.add_argument("--groups", type=_csv_list, default=None,
                    help="comma-separated emoji-test.txt groups to keep (default: Objects, Food & Drink, "
                         "Animals & Nature, Activities, Travel & Places)")

@@ -1,6 +1,6 @@
 """Vocabulary for the synthetic shopping personas of the embedded world.
 
-Written by hand for this project (no external source). Interests are chosen so that the OpenMoji catalog
+Written by hand for this project (no external source). Interests are chosen so that the emoji catalog
 holds items a teacher could plausibly rank for them (tea -> teapot, space -> rocket, chess -> pawn ...).
 Each entry maps a short key (kept in the world manifest for inspection) to the phrase used in the text.
 """
@@ -102,11 +102,11 @@ INTERESTS: dict[str, str] = {
 }
 
 # Optional extra sentence (drawn with some probability) that constrains taste without naming items.
+# Some rule things out, in varied words ("Avoids sugar.", "Doesn't drink alcohol.").
 MODIFIERS: tuple[str, ...] = (
     "Prefers practical, durable things.",
     "Is vegetarian.",
     "Is on a tight budget.",
-    "Loves bright colours.",
     "Likes anything vintage.",
     "Lives in a small city flat.",
     "Has two young children.",
@@ -117,6 +117,62 @@ MODIFIERS: tuple[str, ...] = (
     "Lives in the countryside.",
     "Is learning a new hobby this year.",
     "Cares about the environment.",
+    "Doesn't drink alcohol.",
+    "Hates anything with spiders.",
+    "Is wary of dogs.",
+    "Can't stand seafood.",
+    "Never touches coffee.",
+    "Has no interest in sport whatsoever.",
+)
+
+# A modifier never goes with an interest it contradicts ("Doesn't drink alcohol." + wine).
+MODIFIER_CONFLICTS: dict[str, frozenset[str]] = {
+    "Is vegetarian.": frozenset({"barbecue"}),
+    "Is allergic to cats.": frozenset({"cats"}),
+    "Avoids sugar.": frozenset({"desserts", "baking"}),
+    "Doesn't drink alcohol.": frozenset({"wine", "cocktails"}),
+    "Is wary of dogs.": frozenset({"dogs"}),
+    "Can't stand seafood.": frozenset({"sushi", "fishing", "ocean"}),
+    "Never touches coffee.": frozenset({"coffee"}),
+    "Has no interest in sport whatsoever.": frozenset({
+        "cycling", "running", "hiking", "sailing", "surfing", "skiing", "swimming", "football", "basketball",
+        "tennis", "golf", "baseball", "martial-arts", "fitness", "yoga"}),
+}
+
+# Optional visual taste (drawn for about 40% of personas): (key, sentence). Keys are "<likes|dislikes>-<style>"
+# over bright, dark, pastel, earthy, minimal, ornate and single hues; the sentences vary the wording and
+# never name the subject, so they follow any template ("... who loves tea. Only wears black.").
+VISUAL_TASTES: tuple[tuple[str, str], ...] = (
+    ("likes-bright", "Loves bright, vivid colours."),
+    ("likes-bright", "The more colourful, the better."),
+    ("likes-bright", "Drawn to cheerful, saturated colours."),
+    ("dislikes-bright", "Can't stand loud, garish colours."),
+    ("likes-dark", "Only wears black."),
+    ("likes-dark", "Likes bold, dark colours."),
+    ("likes-dark", "Prefers deep, moody shades like charcoal and navy."),
+    ("dislikes-dark", "Finds dark colours gloomy."),
+    ("likes-pastel", "Drawn to soft pastel shades."),
+    ("likes-pastel", "Adores pale pinks, mint greens and baby blues."),
+    ("likes-earthy", "Prefers muted, earthy tones."),
+    ("likes-earthy", "Likes natural colours: browns, olives and sand."),
+    ("dislikes-earthy", "Finds beige and grey dull."),
+    ("likes-minimal", "Has a minimalist eye: plain, simple things."),
+    ("likes-minimal", "Likes clean lines and no decoration."),
+    ("dislikes-ornate", "Dislikes anything fussy or over-decorated."),
+    ("likes-ornate", "Loves ornate, richly detailed designs."),
+    ("likes-ornate", "The more intricate the pattern, the happier."),
+    ("dislikes-minimal", "Finds plain, minimalist things boring."),
+    ("likes-red", "Anything in red is an instant favourite."),
+    ("likes-orange", "Has a soft spot for orange."),
+    ("likes-yellow", "Sunny yellow is the favourite colour."),
+    ("dislikes-yellow", "Can't bear the colour yellow."),
+    ("likes-green", "Surrounds every room with shades of green."),
+    ("dislikes-green", "Never buys anything green."),
+    ("likes-blue", "Blue, always blue."),
+    ("likes-purple", "Can't get enough purple."),
+    ("likes-pink", "Loves everything pink."),
+    ("dislikes-pink", "Won't have anything pink."),
+    ("likes-brown", "Partial to warm browns and wood tones."),
 )
 
 # Used by the gift-shopping template: "Looking for a gift for my {relation}, ..."

@@ -1,10 +1,14 @@
-"""Synthetic shopping personas of the embedded world: seeded Faker names and jobs, plus interests."""
+"""Synthetic shopping personas of the embedded world: seeded Faker names and jobs, interests, and for some a
+modifier that rules things out ("Doesn't drink alcohol.") and/or a visual taste ("Only wears black.")."""
 
 from __future__ import annotations
 
 import random
 
-from distill.data.interests import INTERESTS, MODIFIERS, RELATIONS
+from distill.data.interests import INTERESTS, MODIFIER_CONFLICTS, MODIFIERS, RELATIONS, VISUAL_TASTES
+
+MODIFIER_SHARE = 0.35  # personas with an extra constraint (MODIFIERS)
+TASTE_SHARE = 0.4  # personas with a visual taste (VISUAL_TASTES), drawn independently
 
 
 def _article(word: str) -> str:
@@ -30,7 +34,8 @@ def _listing(phrases: list[str]) -> str:
 
 
 def make_personas(n: int, seed: int = 0) -> list[dict]:
-    """`n` seeded synthetic shopping personas: dicts with persona_id, text and interests (keys)."""
+    """`n` seeded synthetic shopping personas: dicts with persona_id, text, interests (keys) and taste (a
+    VISUAL_TASTES key, or None)."""
     from faker import Faker
 
     fake = Faker("en_US")
@@ -70,10 +75,15 @@ def make_personas(n: int, seed: int = 0) -> list[dict]:
             text = f"Looking for a gift for my {rel}, {_article(job)} {job} who loves {likes}."
         else:
             text = f"{_article(job).capitalize()} {job} in their {age // 10 * 10}s who enjoys {likes}."
-        if rng.random() < 0.35:
+        if rng.random() < MODIFIER_SHARE:
             fits = [m for m in MODIFIERS
-                    if not (age >= 55 and "children" in m) and not (job.startswith("retired") and "Works" in m)]
+                    if not (age >= 55 and "children" in m) and not (job.startswith("retired") and "Works" in m)
+                    and not MODIFIER_CONFLICTS.get(m, frozenset()) & set(chosen)]
             text += " " + rng.choice(fits)
-        out.append({"persona_id": f"p{i:0{width}d}", "text": text, "interests": chosen})
+        taste = None
+        if rng.random() < TASTE_SHARE:
+            taste, sentence = rng.choice(VISUAL_TASTES)
+            text += " " + sentence
+        out.append({"persona_id": f"p{i:0{width}d}", "text": text, "interests": chosen, "taste": taste})
     return out
 

@@ -41,7 +41,7 @@ def ensure_world(cfg: PipelineConfig) -> None:
     from distill.data.world import build_world
 
     log.info("building the embedded world in %s", catalog.parent)
-    build_world(catalog.parent, seed=cfg.world.seed, n_personas=cfg.world.n_personas)
+    build_world(catalog.parent, seed=cfg.world.seed, n_personas=cfg.world.n_personas, designers=cfg.world.designers)
 
 
 def ensure_base_model(cfg: PipelineConfig) -> Path:
