@@ -152,3 +152,28 @@ def test_real_cpu_teacher_evaluation_is_cached_on_rerun(tmp_path, ray_session, o
     assert pq.read_table(winners_file).to_pylist() == winners
     md = (tmp_path / "eval" / "report.md").read_text()
     assert "| Persona | Catalog | Base (caption-aligned) | Text | Random |" in md
+    # the CPU teacher scores the whole pool: NDCG@10 per persona for every model, intervals, deltas vs base
+    full = second.full_ranking
+    assert full["items"] == 8 and full["personas"] == 2 and "skipped" not in full
+    assert full["winner_is_top1"] == 100.0  # temperature 0: the knockout finds the teacher's own top item
+    by_name = {m.name: m for m in second.models}
+    assert 0 <= by_name["text"].metrics["ndcg10"] <= 100 and len(by_name["text"].ndcg) == 2
+    assert set(by_name["text"].intervals) == {"mpr", "ndcg10", "delta_mpr", "delta_ndcg10"}
+    assert "| Model | personas | MPR [95% CI]" in md
+    per_persona = pq.read_table(tmp_path / "eval" / "per_persona.parquet")
+    assert per_persona.num_rows == 3 * 2 and per_persona["ndcg10"].null_count == 0
+
+
+def test_personas_default_to_the_whole_split(tmp_path):
+    from distill.evaluation import eval_personas
+    from distill.settings import PipelineConfig
+    from helpers_data import make_personas
+
+    make_personas(tmp_path / "personas", [f"persona {i}" for i in range(12)])  # 4 test personas
+    cfg = PipelineConfig.model_validate({"paths": {"workdir": str(tmp_path), "personas": "{workdir}/personas"}})
+    assert cfg.evaluate.n_personas is None
+    ids, texts = eval_personas(cfg)
+    assert ids == ["p002", "p005", "p008", "p011"] and texts[0] == "persona 2"
+    cfg = PipelineConfig.model_validate({"paths": {"workdir": str(tmp_path), "personas": "{workdir}/personas"},
+                                         "evaluate": {"n_personas": 2}})
+    assert eval_personas(cfg)[0] == ["p002", "p005"]

@@ -5,11 +5,13 @@
     outcome = run_evaluation(load_pipeline_config("configs/embedded.yaml"))   # writes cfg.path("eval")
 
 Modules: `run` (the stage), `tournament` (knockouts judged by the teacher), `baselines` (the models and
-baselines scored), `metrics` (MPR, hit rates, NDCG), `report` (report.md, results.jsonl, plots).
+baselines scored), `metrics` (MPR, hit rates, NDCG), `full_ranking` (the teacher's scores of the whole pool,
+for NDCG@10), `stats` (bootstrap intervals over personas, paired differences, multi-seed summaries),
+`intervals` (their report table and per_persona.parquet), `report` (report.md, results.jsonl, plots).
 """
 
 from distill.evaluation.baselines import scores
-from distill.evaluation.metrics import group_metrics, winner_metrics, winner_percentiles
+from distill.evaluation.metrics import full_ndcg, group_metrics, winner_metrics, winner_percentiles
 from distill.evaluation.run import (
     EvalOutcome,
     RankedGroups,
@@ -24,9 +26,10 @@ from distill.evaluation.run import (
     sampler_curves,
     teacher_ranked_groups,
 )
+from distill.evaluation.stats import Interval, bootstrap_ci, paired_bootstrap_ci, summarise_seeds
 from distill.evaluation.tournament import Match
 
-__all__ = ["EvalOutcome", "Match", "RankedGroups", "eval_personas", "evaluate_model", "group_metrics",
-           "model_entries", "play_tournament", "read_results", "read_train_summary", "round_models",
-           "run_evaluation", "sampler_curves", "scores", "teacher_ranked_groups", "winner_metrics",
-           "winner_percentiles"]
+__all__ = ["EvalOutcome", "Interval", "Match", "RankedGroups", "bootstrap_ci", "eval_personas", "evaluate_model",
+           "full_ndcg", "group_metrics", "model_entries", "paired_bootstrap_ci", "play_tournament", "read_results",
+           "read_train_summary", "round_models", "run_evaluation", "sampler_curves", "scores", "summarise_seeds",
+           "teacher_ranked_groups", "winner_metrics", "winner_percentiles"]

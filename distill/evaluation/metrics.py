@@ -1,5 +1,6 @@
 """Retrieval metrics against the teacher: the paper's mean percentile rank (MPR) of each persona's
-tournament winner, hit@k, and NDCG@k / recall@k within teacher-ranked groups.
+tournament winner, hit@k, NDCG@k / recall@k within teacher-ranked groups, and NDCG@10 of the whole
+pool against the teacher's full ranking (`full_ndcg`, where the teacher can score the pool).
 
 MPR is the one metric no library has, so it is a small function here, tested against an independent
 brute-force definition. Everything else is torchmetrics' retrieval metrics (one query = one persona,
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from torchmetrics.functional.retrieval import retrieval_normalized_dcg
 from torchmetrics.retrieval import RetrievalHitRate, RetrievalNormalizedDCG, RetrievalRecall
 
 
@@ -92,4 +94,38 @@ def group_metrics(group_scores: np.ndarray, teacher_positions: np.ndarray, ndcg_
         if k < m:
             out[f"recall@{k}"] = 100.0 * _retrieval(RetrievalRecall(top_k=k), group_scores, best)
     out["n_groups"] = int(len(group_scores))
+    return out
+
+
+def teacher_relevance(teacher_scores: np.ndarray, k: int) -> np.ndarray:
+    """Graded relevance from the teacher's full ranking: its top k items get k, k-1, ..., 1 (best first),
+    every other item 0. [P, N] int64; NaN scores (unscored items) rank last. Ties in the teacher's scores
+    are broken by pool order (stable sort)."""
+    scores = np.asarray(teacher_scores, dtype=np.float64)
+    order = np.argsort(-np.nan_to_num(scores, nan=-np.inf), axis=1, kind="stable")
+    rel = np.zeros(scores.shape, dtype=np.int64)
+    top = order[:, :k]
+    rel[np.arange(len(scores))[:, None], top] = np.arange(k, 0, -1)[: top.shape[1]]
+    return rel
+
+
+def full_ndcg(model_scores: np.ndarray, teacher_scores: np.ndarray, k: int = 10) -> np.ndarray:
+    """Per persona: NDCG@k (in %) of the model's order of the pool against the teacher's full ranking.
+
+    Relevance: `teacher_relevance` (the teacher's top k graded k..1, the rest 0), with linear gains;
+    torchmetrics' `retrieval_normalized_dcg` (ties in the model's scores share their gain on average,
+    so a constant scorer is not rewarded for the pool's order). Items the teacher did not score (NaN)
+    are left out of that persona's query. 100 = the model's top k is the teacher's top k in order."""
+    model_scores = np.asarray(model_scores, dtype=np.float64)
+    teacher_scores = np.asarray(teacher_scores, dtype=np.float64)
+    if model_scores.shape != teacher_scores.shape or model_scores.ndim != 2:
+        raise ValueError(f"model scores {model_scores.shape} and teacher scores {teacher_scores.shape} must match [P, N]")
+    out = np.full(len(model_scores), np.nan)
+    for r in range(len(model_scores)):
+        seen = ~np.isnan(teacher_scores[r])
+        if seen.sum() < 2:
+            continue
+        rel = teacher_relevance(teacher_scores[r : r + 1, seen], k)[0]
+        value = retrieval_normalized_dcg(torch.as_tensor(model_scores[r, seen]), torch.as_tensor(rel), top_k=k)
+        out[r] = 100.0 * float(value)
     return out

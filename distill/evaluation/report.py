@@ -1,4 +1,7 @@
-"""The evaluation report: report.md (the paper's table layout), results.jsonl and PNG plots.
+"""The evaluation report: report.md (the paper's table layout), results.jsonl, per_persona.parquet, PNG plots.
+
+Every mean gets a persona-bootstrap interval and every model a paired difference from the reference
+model (`delta_vs`, the base student), computed here from the per-persona values (distill.evaluation.stats).
 
 Plots (matplotlib, Agg): MPR against teacher calls per sampler, the per-persona percentile
 distribution per model, and the paper's Figure 4: for a few personas, each model's top-5 images
@@ -18,6 +21,15 @@ matplotlib.use("Agg")  # files only; never needs a display
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from distill.evaluation.intervals import (  # noqa: E402
+    attach_intervals,
+    flat_intervals,
+    interval_notes,
+    intervals_table,
+    write_per_persona,
+)
+from distill.evaluation.stats import Interval  # noqa: E402
+
 DISPLAY = {"distilled": "Ours (distilled)", "uniform": "Uniform sampler", "base": "Base (caption-aligned)",
            "text": "Text", "random": "Random"}
 KIND_ORDER = {"distilled": 0, "uniform": 1, "base": 2, "extra": 3, "text": 4, "random": 5}
@@ -34,6 +46,8 @@ class ModelResult:
     top5: dict[str, list[str]]  # persona_id -> the model's top-5 item ids
     train: dict = field(default_factory=dict)  # rounds, teacher_calls of the run that produced it
     missing_items: int = 0
+    ndcg: dict[str, float] = field(default_factory=dict)  # persona_id -> full-ranking NDCG@k (%), when computed
+    intervals: dict[str, Interval] = field(default_factory=dict)  # "mpr", "delta_mpr", "ndcg10", ... (attach_intervals)
 
     @property
     def label(self) -> str:
@@ -67,6 +81,16 @@ class ReportData:
     catalog_dir: str
     teacher: str
     grid_personas: int = 3
+    full_ranking: dict = field(default_factory=dict)  # the teacher's full scoring: k, seconds, ... or skipped: reason
+    full_ndcg_k: int = 10
+    bootstrap: int = 2000  # persona resamples per interval
+    ci_level: float = 0.95
+    delta_vs: str = "base"
+    seed: int = 0
+
+    @property
+    def ndcg_key(self) -> str:
+        return f"ndcg{self.full_ndcg_k}"
 
     def ordered_models(self) -> list[ModelResult]:
         return sorted(self.models, key=lambda m: (KIND_ORDER.get(m.kind, 9), m.name))
@@ -76,10 +100,12 @@ def write_report(data: ReportData, out_dir: str | Path) -> list[Path]:
     """Write report.md, results.jsonl and the PNGs into out_dir; return the paths written."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    attach_intervals(data)
     pngs = [plot_mpr_vs_calls(data, out / "mpr_vs_teacher_calls.png"),
             plot_percentiles(data, out / "percentiles.png")]
     pngs += plot_top5_grids(data, out)
-    files = [write_results_jsonl(data, out / "results.jsonl"), *[p for p in pngs if p is not None]]
+    files = [write_results_jsonl(data, out / "results.jsonl"), write_per_persona(data, out / "per_persona.parquet"),
+             *[p for p in pngs if p is not None]]
     (out / "report.md").write_text(render_markdown(data, [p.name for p in pngs if p is not None]))
     return [out / "report.md", *files]
 
@@ -160,12 +186,19 @@ def render_markdown(data: ReportData, pngs: list[str]) -> str:
         "",
         paper_table(data),
         "",
+        f"## With {100 * data.ci_level:g}% intervals",
+        "",
+        intervals_table(data),
+        "",
+        *[f"{note}\n" for note in interval_notes(data)],
         "## All metrics (%)",
         "",
         details_table(data),
         "",
-        "hit@k: winner in the model's top k. ndcg/recall: the model's order inside teacher-ranked random "
-        "groups (recall@k: the teacher's best item is in the model's top k of the group).",
+        "hit@k: winner in the model's top k. ndcg@k/recall: the model's order inside teacher-ranked random "
+        "groups (recall@k: the teacher's best item is in the model's top k of the group)."
+        + (f" {data.ndcg_key}: NDCG@{data.full_ndcg_k} of the whole pool against the teacher's full ranking."
+           if any(m.ndcg for m in data.models) else ""),
         "",
         "## Teacher calls",
         "",
@@ -188,11 +221,14 @@ def write_results_jsonl(data: ReportData, path: Path) -> Path:
                       "train_teacher_groups": m.train.get("teacher_groups"),
                       "train_teacher_calls": m.train.get("teacher_calls"),
                       "train_best_round": m.train.get("best_round"),
-                      "missing_items": m.missing_items})
+                      "missing_items": m.missing_items, **flat_intervals(m),
+                      "ci_level": data.ci_level, "bootstrap": data.bootstrap, "delta_vs": data.delta_vs})
     for variant, t in data.tournaments.items():
         lines.append({"type": "tournament", **common, **t, "variant": variant})
     if data.agreement:
         lines.append({"type": "agreement", **common, **data.agreement})
+    if data.full_ranking:
+        lines.append({"type": "full_ranking", **common, **data.full_ranking})
     for sampler, points in data.curves.items():
         lines += [{"type": "curve", "sampler": sampler, **common, **asdict(p)} for p in points]
     path.write_text("".join(json.dumps(line, sort_keys=True) + "\n" for line in lines))

@@ -4,10 +4,11 @@
     from distill.evaluation import run_evaluation
     outcome = run_evaluation(load_pipeline_config("configs/embedded.yaml"))   # writes cfg.path("eval")
 
-Steps (docs/evaluation.md): the first `n_personas` test personas and a seeded pool of `n_items`
-readable test images -> one knockout per persona judged by the teacher (cached in the label store) ->
-teacher-ranked random groups for NDCG/recall (cached too) -> every model's [P, N] scores -> metrics ->
-report.md, results.jsonl, winners-*.parquet and PNG plots.
+Steps (docs/evaluation.md): every test persona (or the first `n_personas`) and a seeded pool of
+`n_items` readable test images -> one knockout per persona judged by the teacher (cached in the label
+store) -> teacher-ranked random groups for NDCG/recall (cached too) -> the teacher's full scores of the
+pool, where it can score cheaply (NDCG@10) -> every model's [P, N] scores -> metrics, bootstrap
+intervals over personas -> report.md, results.jsonl, per_persona.parquet, winners-*.parquet, plots.
 """
 
 from __future__ import annotations
@@ -29,7 +30,8 @@ from distill.evaluation.baselines import (
     scores,
     try_load,
 )
-from distill.evaluation.metrics import group_metrics, winner_metrics, winner_percentiles
+from distill.evaluation.full_ranking import TeacherScores, teacher_full_scores, winner_agreement_with_scores
+from distill.evaluation.metrics import full_ndcg, group_metrics, winner_metrics, winner_percentiles
 from distill.evaluation.report import CurvePoint, ModelResult, ReportData, write_report
 from distill.evaluation.tournament import (
     VARIANT_TASK,
@@ -54,11 +56,12 @@ class EvalOutcome:
 
 
 def eval_personas(cfg) -> tuple[list[str], list[str]]:
-    """(ids, texts) of the first `n_personas` personas of the eval split, by id (the paper: first 50)."""
+    """(ids, texts) of the eval split's personas by id: all of them, or the first `n_personas` (the paper: 50)."""
     from distill.data.layout import read_personas
 
     table = read_personas(cfg.path("personas"), cfg.evaluate.split).sort_by("persona_id")
-    table = table.slice(0, cfg.evaluate.n_personas)
+    if cfg.evaluate.n_personas is not None:
+        table = table.slice(0, cfg.evaluate.n_personas)
     if table.num_rows == 0:
         raise ValueError(f"no {cfg.evaluate.split!r} personas in {cfg.path('personas')}")
     return table["persona_id"].to_pylist(), table["text"].to_pylist()
@@ -143,7 +146,7 @@ def model_entries(cfg, skipped: dict[str, str]) -> list[ModelEntry]:
 
 
 def evaluate_model(entry: ModelEntry, persona_ids, persona_texts, pool, winners: dict[str, str],
-                   groups: RankedGroups, cfg) -> ModelResult:
+                   groups: RankedGroups, cfg, teacher_scores: np.ndarray | None = None) -> ModelResult:
     ev = cfg.evaluate
     t0 = time.time()
     matrix = scores(entry.scorer, persona_texts, pool, ev.persona_batch)
@@ -154,6 +157,11 @@ def evaluate_model(entry: ModelEntry, persona_ids, persona_texts, pool, winners:
         group_scores = np.array([[matrix[r, col[i]] for i in items]
                                  for r, items in zip(groups.persona_rows, groups.items)])
         metrics.update(group_metrics(group_scores, groups.positions, ev.ndcg_k, ev.recall_ks))
+    ndcg = {}
+    if teacher_scores is not None:
+        values = full_ndcg(matrix, teacher_scores, ev.full_ndcg_k)
+        metrics[f"ndcg{ev.full_ndcg_k}"] = float(np.nanmean(values)) if np.isfinite(values).any() else float("nan")
+        ndcg = dict(zip(persona_ids, values.tolist()))
     top = np.argsort(-matrix, axis=1, kind="stable")[:, :5]
     log.info(f"{entry.name}: MPR {metrics['mpr']:.2f} ({time.time() - t0:.1f}s)")
     return ModelResult(
@@ -161,7 +169,7 @@ def evaluate_model(entry: ModelEntry, persona_ids, persona_texts, pool, winners:
         percentiles=dict(zip(persona_ids, winner_percentiles(matrix, winner_idx).tolist())),
         top5={p: [pool[j] for j in top[r]] for r, p in enumerate(persona_ids)},
         train=read_train_summary(entry.train_dir) if entry.train_dir else {},
-        missing_items=len(getattr(entry.scorer, "missing", ())),
+        missing_items=len(getattr(entry.scorer, "missing", ())), ndcg=ndcg,
     )
 
 
@@ -313,10 +321,13 @@ def run_evaluation(cfg, *, progress: bool = True) -> EvalOutcome:
 
     groups = teacher_ranked_groups(cfg, persona_ids, pool, store, progress) if ev.groups_per_persona else \
         RankedGroups([], [], np.zeros((0, cfg.sampler.group_size), np.int64))
+    full = teacher_full_scores(eval_teacher_config(cfg.teacher), cfg.path("catalog"), persona_ids, persona_texts,
+                               pool) if ev.full_ranking else TeacherScores(None, "evaluate.full_ranking is false")
     skipped: dict[str, str] = {}
     results = {}
     for entry in model_entries(cfg, skipped):
-        results[entry.name] = evaluate_model(entry, persona_ids, persona_texts, pool, truth.winners, groups, cfg)
+        results[entry.name] = evaluate_model(entry, persona_ids, persona_texts, pool, truth.winners, groups, cfg,
+                                             full.scores)
     curves = sampler_curves(cfg, persona_ids, persona_texts, pool, truth.winners, results, skipped)
 
     data = ReportData(
@@ -326,10 +337,22 @@ def run_evaluation(cfg, *, progress: bool = True) -> EvalOutcome:
         agreement=agreement, groups={"groups": len(groups.items), "sent": groups.sent, "cached": groups.cached},
         models=list(results.values()), skipped=skipped, curves=curves, catalog_dir=str(cfg.path("catalog")),
         teacher=truth_teacher_id(cfg), grid_personas=ev.grid_personas,
+        full_ranking=full_ranking_summary(full, pool, persona_ids, truth.winners, ev.full_ndcg_k),
+        full_ndcg_k=ev.full_ndcg_k, bootstrap=ev.bootstrap, ci_level=ev.ci_level, delta_vs=ev.delta_vs, seed=ev.seed,
     )
     files += write_report(data, out_dir)
     log.info(f"report: {out_dir / 'report.md'}")
     return EvalOutcome(data, out_dir, files)
+
+
+def full_ranking_summary(full: TeacherScores, pool, persona_ids, winners, k: int) -> dict:
+    """What the report says about the teacher's full scoring: k, size, time, winner agreement; or why not."""
+    if not full.ok:
+        return {"k": k, "skipped": full.reason}
+    col = {item: j for j, item in enumerate(pool)}
+    agree = winner_agreement_with_scores(full.scores, np.array([col[winners[p]] for p in persona_ids]))
+    return {"k": k, "personas": len(persona_ids), "items": len(pool) - len(full.unscored),
+            "unscored": len(full.unscored), "seconds": round(full.seconds, 1), **agree}
 
 
 def truth_teacher_id(cfg) -> str:

@@ -3,8 +3,9 @@
     ray job submit --working-dir . -- python ray_jobs/evaluate.py --config configs/embedded.yaml
     distill evaluate --config configs/embedded.yaml --variant fiveway --measure-agreement
 
-Writes <paths.eval>/report.md, results.jsonl, winners-<variant>.parquet and PNG plots. Every teacher
-answer is cached in the label store, so a rerun, or evaluating another model, sends no teacher calls.
+Writes <paths.eval>/report.md, results.jsonl, per_persona.parquet, winners-<variant>.parquet and PNG
+plots. Every teacher answer is cached in the label store, so a rerun, or evaluating another model, sends
+no teacher calls. Every mean comes with a persona-bootstrap interval (docs/evaluation.md).
 """
 
 from __future__ import annotations
@@ -27,7 +28,9 @@ def run(cfg: PipelineConfig, args: argparse.Namespace) -> dict:
     if not args.quiet:
         print(report.read_text(), flush=True)  # the report is this stage's product: show it
     return {"report": str(report), "files": [str(f) for f in outcome.files],
-            "mpr": {m.name: round(m.metrics["mpr"], 2) for m in outcome.report.models if "mpr" in m.metrics}}
+            "mpr": {m.name: round(m.metrics["mpr"], 2) for m in outcome.report.models if "mpr" in m.metrics},
+            "intervals": {m.name: {k: [round(v, 2) for v in (iv.mean, iv.low, iv.high)] + [iv.n]
+                                   for k, iv in m.intervals.items()} for m in outcome.report.models}}
 
 
 def model_overrides(args: argparse.Namespace) -> list[str]:
@@ -43,7 +46,7 @@ def model_overrides(args: argparse.Namespace) -> list[str]:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--variant", choices=["pairwise", "fiveway"], help="tournament used as ground truth")
     parser.add_argument("--measure-agreement", action="store_true", help="also run the other variant; report agreement")
-    parser.add_argument("--n-personas", type=int, help="test personas (the paper: 50)")
+    parser.add_argument("--n-personas", type=int, help="the first n test personas (default: all; the paper: 50)")
     parser.add_argument("--n-items", type=int, help="test images per tournament (the paper: 4096)")
     parser.add_argument("--model", action="append", default=[], metavar="NAME=REF",
                         help="extra model: a saved student dir or an open_clip 'name[:pretrained]' (repeatable)")
