@@ -17,6 +17,9 @@ Two ways to find the bins:
 Everything is seeded by (cfg.seed, round): the persona sequence, the approx subsample and each
 group's draws (keyed by its position in the sequence) have their own `default_rng` streams, so a
 rerun draws the same groups and the groups do not depend on the memory bound or the block order.
+
+`cfg.uniform_share` and `cfg.max_repeats` (off by default; distill/sampling_remedies.py) draw a share of
+the groups uniformly and cap how often one persona gets the same item over the rounds (`history`).
 """
 
 from __future__ import annotations
@@ -24,11 +27,12 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Mapping
 
 import numpy as np
 import pyarrow as pa
 
+from distill.sampling_remedies import PersonaCap, avoiding, persona_cap, uniform_positions
 from distill.schemas import GROUPS
 from distill.settings import SamplerConfig
 from distill.splits import hash_key
@@ -95,6 +99,7 @@ class BinPool:
     members: list[np.ndarray | None]  # item indices per bin; None = draw by rejection (approx bin 0)
     score_of: Callable[[np.ndarray], np.ndarray] | None = None  # exact scores of item indices (rejection)
     truncated: bool = False  # approx: the k-NN search may have missed members of the lowest top bin
+    excluded: frozenset[int] = frozenset()  # items over sampler.max_repeats for this persona (never drawn)
 
 
 @dataclass
@@ -106,6 +111,8 @@ class SamplingStats:
     truncated_personas: int = 0  # approx: k-NN depth capped by approx_max_k
     duplicate_groups_redrawn: int = 0
     duplicate_groups_dropped: int = 0
+    uniform_groups: int = 0  # aligned groups drawn uniformly by sampler.uniform_share (not fallbacks)
+    capped_pairs: int = 0  # (persona, item) pairs at sampler.max_repeats before the call drew
     seconds: float = 0.0
 
 
@@ -136,7 +143,7 @@ def _draw_by_rejection(rng: np.random.Generator, pool: BinPool, n_items: int, ne
         candidates = np.unique(rng.integers(0, n_items, size=4 * need + 16))
         scores = pool.score_of(candidates)
         for idx in rng.permutation(candidates[scores < cut]).tolist():
-            if idx not in accepted:
+            if idx not in accepted and idx not in pool.excluded:
                 accepted.append(idx)
             if len(accepted) == need:
                 return accepted
@@ -158,7 +165,8 @@ def draw_group(rng: np.random.Generator, pool: BinPool, draws: list[int], n_item
             take = min(need, len(members))
             slots.append(members[_distinct_indices(rng, len(members), take)].tolist())
     chosen = {idx for slot in slots for idx in slot}
-    fill = draw_uniform_distinct(rng, n_items, sum(draws) - len(chosen), chosen)
+    need = sum(draws) - len(chosen)
+    fill = draw_uniform_distinct(rng, n_items, need, avoiding(chosen, pool.excluded, n_items, need))
     items: list[int] = []
     bins: list[int] = []
     for k, (need, slot) in enumerate(zip(draws, slots)):
@@ -274,6 +282,7 @@ def sample_groups(
     round: int,
     index=None,
     stats: SamplingStats | None = None,
+    history: Mapping[str, Mapping[str, int]] | None = None,
 ) -> pa.Table:
     """Draw `n_groups` groups (schema GROUPS) for `round`; see the module docstring for the semantics.
 
@@ -281,6 +290,7 @@ def sample_groups(
     optional prebuilt FAISS index over item_emb for approx mode (else one is built per call). A group
     drawn twice in one call (possible in tiny catalogs) is redrawn, and dropped after
     `_MAX_REDRAWS` tries, so the table can hold fewer than `n_groups` rows; `stats` (if given) is filled in.
+    `history` (persona_id -> item_id -> times drawn in earlier rounds) feeds `cfg.max_repeats` only.
     """
     _validate_inputs(persona_ids, persona_emb, item_ids, item_emb, cfg)
     stats = stats if stats is not None else SamplingStats()
@@ -291,6 +301,9 @@ def sample_groups(
         positions_of.setdefault(persona, []).append(position)
     rows: list = [None] * n_groups
     n_items = len(item_ids)
+    uniform_at = uniform_positions(_rng(cfg, round, _UNIFORM_SHARE), n_groups, cfg.uniform_share)
+    max_repeats = cfg.max_repeats if cfg.kind == "aligned" else None  # the uniform sampler has no bins to cap
+    item_row = {iid: i for i, iid in enumerate(item_ids)} if max_repeats is not None else {}
     if cfg.kind == "uniform":
         pools = ((persona, None) for persona in sorted(positions_of))
     else:
@@ -301,12 +314,16 @@ def sample_groups(
         stats.truncated_personas += int(pool is not None and pool.truncated)
         # Only one persona's pool is alive at a time: its members arrays are O(N_items).
         positions = positions_of[persona]
-        groups = _persona_groups(persona, positions, pool, n_items, cfg, round, stats)
+        cap = persona_cap(history, persona_ids[persona], item_row, max_repeats)
+        stats.capped_pairs += len(cap.excluded) if cap is not None else 0
+        groups = _persona_groups(persona, positions, pool, n_items, cfg, round, stats, uniform_at, cap)
         for position, group in zip(positions, groups):
             rows[position] = group
     rows = [row for row in rows if row is not None]
     stats.groups = len(rows)
-    stats.fallback_items = sum(bins.count(UNIFORM_BIN) for _, _, bins in rows) if cfg.kind == "aligned" else 0
+    uniform_slots = stats.uniform_groups * cfg.group_size  # uniform_share groups: all -1, but not fallbacks
+    markers = sum(bins.count(UNIFORM_BIN) for _, _, bins in rows)
+    stats.fallback_items = markers - uniform_slots if cfg.kind == "aligned" else 0
     stats.seconds = time.monotonic() - began
     log.info("sampled %s", stats)
     if stats.truncated_personas:
@@ -323,7 +340,7 @@ _MAX_REDRAWS = 10
 
 # Random streams. Keys have one fixed length because SeedSequence ignores trailing zeros
 # ([s, r] and [s, r, 0, 0] would give the same stream).
-_SEQUENCE, _GROUP, _SUBSAMPLE = 1, 2, 3
+_SEQUENCE, _GROUP, _SUBSAMPLE, _UNIFORM_SHARE = 1, 2, 3, 4
 
 
 def _rng(cfg: SamplerConfig, round: int, stream: int, position: int = 0, attempt: int = 0) -> np.random.Generator:
@@ -338,24 +355,37 @@ def _persona_groups(
     cfg: SamplerConfig,
     round: int,
     stats: SamplingStats,
+    uniform_at: frozenset[int] = frozenset(),
+    cap: PersonaCap | None = None,
 ):
-    """The groups of one persona, in sequence order; a repeated item set is redrawn, then dropped (None)."""
+    """The groups of one persona, in sequence order; a repeated item set is redrawn, then dropped (None).
+
+    A position in `uniform_at` (cfg.uniform_share) is drawn as the uniform sampler draws it; `cap`
+    (cfg.max_repeats) keeps the persona's capped items out of its draws and counts each kept group."""
     seen: set[frozenset] = set()
     for position in positions:
+        uniform = pool is None or position in uniform_at
+        excluded = cap.excluded if cap is not None else frozenset()
+        drawing = pool if uniform or cap is None else cap.restrict(pool)
         group = None
         for attempt in range(_MAX_REDRAWS + 1):
             rng = _rng(cfg, round, _GROUP, position, attempt)
-            if pool is None:
-                items = draw_uniform_distinct(rng, n_items, cfg.group_size, set())
+            if uniform:
+                avoid = avoiding(set(), excluded, n_items, cfg.group_size)
+                items = draw_uniform_distinct(rng, n_items, cfg.group_size, avoid)
                 bins = [UNIFORM_BIN] * cfg.group_size
             else:
-                items, bins = draw_group(rng, pool, cfg.draws, n_items)
+                items, bins = draw_group(rng, drawing, cfg.draws, n_items)
             if frozenset(items) not in seen:
                 seen.add(frozenset(items))
                 group = (persona, items, bins)
                 break
             stats.duplicate_groups_redrawn += 1
         stats.duplicate_groups_dropped += group is None
+        if group is not None:
+            stats.uniform_groups += uniform and pool is not None
+            if cap is not None:
+                cap.record(group[1])
         yield group
 
 

@@ -95,10 +95,31 @@ def drop_seen(groups: pa.Table, earlier: pa.Table) -> pa.Table:
     return groups.filter(pc.invert(pc.is_in(groups["group_id"], seen)))
 
 
-def replay_rows(earlier: pa.Table, fraction: float, seed: int, round_idx: int) -> pa.Table:
-    """A seeded `fraction` of the earlier rounds' groups (all of them at 1.0)."""
+def replay_rows(earlier: pa.Table, fraction: float, seed: int, round_idx: int, decay: float = 1.0,
+                source_rounds: np.ndarray | None = None) -> pa.Table:
+    """A seeded `fraction` of the earlier rounds' groups (all of them at 1.0).
+
+    With `decay` < 1, round r's groups (`source_rounds[i]` = the round that labelled row i) are replayed
+    at the share min(1, fraction * decay**(round_idx - r)), each round's rows drawn on their own; at
+    decay 1.0 the draw is the one from before the option existed."""
+    if decay != 1.0 and earlier.num_rows:
+        return _decayed_replay(earlier, fraction, seed, round_idx, decay, source_rounds)
     if earlier.num_rows == 0 or fraction >= 1.0:
         return earlier
     n = int(round(fraction * earlier.num_rows))
     rng = np.random.default_rng([seed, round_idx, 7])
     return earlier.take(pa.array(np.sort(rng.choice(earlier.num_rows, size=n, replace=False)), pa.int64()))
+
+
+def _decayed_replay(earlier: pa.Table, fraction: float, seed: int, round_idx: int, decay: float,
+                    source_rounds: np.ndarray | None) -> pa.Table:
+    if source_rounds is None or len(source_rounds) != earlier.num_rows:
+        raise ValueError("replay_decay needs the source round of every earlier group")
+    rng = np.random.default_rng([seed, round_idx, 8])
+    keep = []
+    for r in np.unique(source_rounds).tolist():  # oldest round first: a fixed order for the seeded draws
+        rows = np.flatnonzero(source_rounds == r)
+        share = min(1.0, fraction * decay ** (round_idx - r))
+        keep.append(np.sort(rng.choice(rows, size=int(round(share * len(rows))), replace=False)))
+    return earlier.take(pa.array(np.sort(np.concatenate(keep)), pa.int64()))
+

@@ -35,9 +35,10 @@ from distill.train.groups import (
     replay_rows,
     round_zero_labels,
 )
+from distill.train.diagnostics import redraw_stats
 from distill.train.loop import fit_round, load_student_for_training
 from distill.train.state import RunPaths, RunState, copy_model, run_paths
-from distill.train.validation import VAL_ROUND, gain_over_base, pair_agreement
+from distill.train.validation import VAL_ROUND, gain_over_base, mean_agreement, pair_agreement
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +64,7 @@ class RoundDriver:
         self.base_model = cfg.path("base_model").resolve()
         self.progress = progress
         self.state = self._load_state()
+        self._train_emb: tuple[Path, list[str], np.ndarray] | None = None  # the latest round's train split
 
     # ---- setup ----------------------------------------------------------------------------------
     def _load_state(self) -> RunState:
@@ -120,6 +122,13 @@ class RoundDriver:
         res = embed_catalog(str(model_dir), self.catalog, split=split, progress=self.progress,
                             **self.cfg.embed_options())
         return res.item_ids, res.embeddings
+
+    def _train_items(self, model_dir: Path) -> tuple[list[str], np.ndarray]:
+        """The train split embedded by `model_dir`, kept for the next call: a round's diagnostics and the
+        next round's sampling use the same student, so the split is embedded once for both."""
+        if self._train_emb is None or self._train_emb[0] != model_dir:
+            self._train_emb = (model_dir, *self._embed(model_dir, "train"))
+        return self._train_emb[1], self._train_emb[2]
 
     # ---- asking the teacher ---------------------------------------------------------------------
     def _label(self, groups: pa.Table):
@@ -203,6 +212,12 @@ class RoundDriver:
                   if self.paths.groups(k).exists()]
         return pa.concat_tables(tables) if tables else ROUND_ROWS.empty_table()
 
+    def used_group_rounds(self, round_idx: int) -> np.ndarray:
+        """The round of each row of `used_groups(round_idx)` (the file it came from)."""
+        counts = [(k, pq.read_metadata(self.paths.groups(k)).num_rows) for k in range(round_idx)
+                  if self.paths.groups(k).exists()]
+        return np.concatenate([np.full(n, k, np.int64) for k, n in counts]) if counts else np.zeros(0, np.int64)
+
     def round_groups(self, round_idx: int, earlier: pa.Table) -> pa.Table | None:
         """The round's new labelled groups (None: the budget is spent). Final once complete: a rerun
         reads them back without sampling or asking the teacher."""
@@ -226,14 +241,16 @@ class RoundDriver:
     def _draw_round_groups(self, round_idx: int, earlier: pa.Table) -> pa.Table | None:
         """Sample the round's new groups with the previous round's student (None: budget spent)."""
         from distill.sampling import sample_groups
+        from distill.sampling_remedies import draw_counts
 
         n_new = new_groups_budget(self.tcfg, earlier.num_rows)
         if n_new == 0:
             return None
-        item_ids, item_emb = self._embed(self.paths.round_model(round_idx - 1), "train")
+        item_ids, item_emb = self._train_items(self.paths.round_model(round_idx - 1))
         persona_ids, persona_emb = self._persona_matrix("train")
+        history = draw_counts(earlier) if self.sampler_cfg.max_repeats is not None else None
         groups = sample_groups(persona_ids, persona_emb, item_ids, item_emb, n_new, self.sampler_cfg,
-                               round=round_idx)
+                               round=round_idx, history=history)
         return drop_seen(groups, earlier)
 
     # ---- one round ------------------------------------------------------------------------------
@@ -298,7 +315,10 @@ class RoundDriver:
         if new.num_rows == 0:
             log.info("round %d: no new labelled group to train on (all drawn groups seen or dropped)", round_idx)
             return False
-        rows = pa.concat_tables([new, replay_rows(earlier, self.tcfg.replay, self.tcfg.seed, round_idx)])
+        decay = self.tcfg.replay_decay
+        sources = self.used_group_rounds(round_idx) if decay != 1.0 else None
+        replayed = replay_rows(earlier, self.tcfg.replay, self.tcfg.seed, round_idx, decay, sources)
+        rows = pa.concat_tables([new, replayed])
         log.info("round %d: %d new groups + %d replayed", round_idx, new.num_rows, rows.num_rows - new.num_rows)
         mark = time.time()
         ckpt, metrics, drops = self.train_round(round_idx, rows)
@@ -307,19 +327,39 @@ class RoundDriver:
         mark = time.time()
         per_group = self.val_group_agreement(model_dir, val_labels)
         phases["val"] = time.time() - mark
-        sizes = {"new_groups": new.num_rows, "train_groups": metrics.get("groups"),
+        mark = time.time()
+        diagnostics = self.round_diagnostics(model_dir, new, earlier, rows)
+        phases["diagnostics"] = time.time() - mark
+        sizes = {"new_groups": new.num_rows, "replayed_groups": replayed.num_rows,
+                 "train_groups": metrics.get("groups"),
                  "groups_seen": earlier.num_rows + new.num_rows,
                  "teacher_groups": earlier.num_rows + new.num_rows + self.state.val_groups}
         timing = {"phase_seconds": {k: round(v, 1) for k, v in phases.items()}, "seconds": round(time.time() - t0, 1)}
-        record = self._record_round(round_idx, model_dir, per_group, metrics, drops, sizes, timing)
+        record = self._record_round(round_idx, model_dir, per_group, metrics, drops, sizes, timing, diagnostics)
         self.state.save(self.paths)
         self._log_round(record)
         return self.state.stopped is None
 
+    def round_diagnostics(self, model_dir: Path, new: pa.Table, earlier: pa.Table, rows: pa.Table) -> dict:
+        """Redraws and agreement on the round's training groups (distill/train/diagnostics.py): the round's
+        student embeds the train split, which the next round's sampler reuses."""
+        item_ids, item_emb = self._train_items(model_dir)
+        lookup = dict(zip(item_ids, item_emb))
+
+        def agreement(groups: pa.Table) -> float | None:
+            return mean_agreement(pair_agreement(groups["ranking"].to_pylist(), groups["persona_id"].to_pylist(),
+                                                 self.text_emb, lookup))
+
+        return {**redraw_stats(new, earlier, len(item_ids)), "train_agreement": agreement(rows),
+                "train_new_agreement": agreement(new)}
+
     def _record_round(self, round_idx: int, model_dir: Path, per_group: np.ndarray, metrics: dict, drops: dict,
-                      sizes: dict, timing: dict) -> dict:
+                      sizes: dict, timing: dict, diagnostics: dict | None = None) -> dict:
         """Early-stopping bookkeeping and the round's results.jsonl line (appended to the history)."""
         val = float(np.nanmean(per_group))
+        diagnostics = dict(diagnostics or {})
+        if diagnostics.get("train_agreement") is not None:
+            diagnostics["train_val_gap"] = diagnostics["train_agreement"] - val
         improved = val > self.state.best_val + self.tcfg.min_delta
         if improved:
             self.state.best_val, self.state.best_round, self.state.bad_rounds = val, round_idx, 0
@@ -331,7 +371,8 @@ class RoundDriver:
             "train_loss": metrics.get("train_loss"), "train_pair_acc": metrics.get("train_pair_acc"),
             "val_agreement": val, **gain_over_base(per_group, self.base_group_agreement, self.tcfg.seed),
             "best": improved, "lr": metrics.get("lr"), "tau": metrics.get("tau"),
-            "pairs_per_s": metrics.get("pairs_per_s"), "epoch_seconds": metrics.get("epoch_seconds"), **timing,
+            "pairs_per_s": metrics.get("pairs_per_s"), "epoch_seconds": metrics.get("epoch_seconds"),
+            **diagnostics, **timing,
         }
         self.state.history.append(record)
         self.state.rounds_done = round_idx
@@ -345,6 +386,16 @@ class RoundDriver:
                  "best %.4f @ round %d) %.0fs", record["round"], record["train_loss"], record["train_pair_acc"],
                  record["val_agreement"], record["val_gain_over_base"], lo, hi, self.state.best_val,
                  self.state.best_round, record["seconds"])
+        if "redraw_rate" in record:
+            log.info("round %d: redraw rate %s (with repeats in the round %s), distinct items %s (all rounds %s); "
+                     "train agreement %s vs val %.4f, gap %s", record["round"], _fmt(record["redraw_rate"]),
+                     _fmt(record["pair_repeat_rate"]), _fmt(record["distinct_item_share"]),
+                     _fmt(record["cum_item_share"]), _fmt(record["train_agreement"]), record["val_agreement"],
+                     _fmt(record.get("train_val_gap"), "+.4f"))
+
+
+def _fmt(value, spec: str = ".4f") -> str:
+    return "n/a" if value is None else format(value, spec)
 
 
 def clear_run(cfg, sampler: str | None = None) -> None:
