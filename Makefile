@@ -1,5 +1,6 @@
 # `make test`  : create/refresh .venv from the repo's pinned files, then run the whole test suite offline.
 # `make demo`  : same install, then the whole product end to end on the embedded world (see README).
+# `make study` : after `make demo`: each sampler variant x seed trained and evaluated (docs/evaluation.md).
 PY      ?= python3.11
 VENV    ?= .venv
 BIN     := $(VENV)/bin
@@ -8,15 +9,17 @@ WORKDIR ?= runs/embedded
 CONFIG  ?= configs/embedded.yaml
 PYTEST_ARGS ?=
 
-.PHONY: install test test-fast demo world clean-runs lock
+.PHONY: install test test-fast demo study world clean-runs lock
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV) || python3 -m venv $(VENV)
 
-# Reinstall only when the pins or the project metadata change.
-$(STAMP): requirements.lock pyproject.toml | $(BIN)/python
+# Reinstall only when the pins or the project metadata change. vendor/emoji: the world's Noto, Twemoji and
+# Fluent Emoji drawings (npm Iconify JSON sets, pinned by the lockfile; see distill/data/emoji_sets.py).
+$(STAMP): requirements.lock pyproject.toml vendor/emoji/package-lock.json | $(BIN)/python
 	$(BIN)/pip install --disable-pip-version-check -q -r requirements.lock
 	$(BIN)/pip install --disable-pip-version-check -q --no-deps -e .
+	npm ci --prefix vendor/emoji --no-audit --no-fund
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -29,6 +32,9 @@ test-fast: install
 
 demo: install
 	HF_HUB_OFFLINE=1 PATH=$(abspath $(BIN)):$$PATH bash scripts/demo.sh $(CONFIG) $(WORKDIR)
+
+study: install
+	HF_HUB_OFFLINE=1 RAY_USAGE_STATS_ENABLED=0 $(BIN)/distill study --config $(CONFIG) --set paths.workdir=$(WORKDIR) $(STUDY_ARGS)
 
 world: install
 	$(BIN)/distill world build --out $(WORKDIR)/world

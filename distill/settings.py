@@ -35,7 +35,10 @@ class WorldConfig(StrictModel):
 
     build_if_missing: bool = True
     seed: int = 0
-    n_personas: int = 300
+    n_personas: int = 1200  # 120 val / 240 test
+    # who draws each emoji concept (Noto/Twemoji/Fluent need `make install`'s npm sets in vendor/emoji)
+    designers: tuple[Literal["openmoji", "noto", "twemoji", "fluent"], ...] = Field(
+        default=("openmoji", "noto", "twemoji", "fluent"), min_length=1)
 
 
 class AlignConfig(StrictModel):
@@ -56,6 +59,12 @@ class CpuTeacherConfig(StrictModel):
     use_imagenet: bool = False  # add EfficientNet ImageNet-class evidence to the text evidence
     imagenet_weight: float = 0.3  # weight of the ImageNet evidence in the score (text weight = 1 - this)
     imagenet_top_k: int = 5  # ImageNet classes per image whose names are compared with the persona
+    # How the teacher reads a persona and looks at pictures (distill/teacher/taste.py, docs/teacher.md).
+    # "v1": likes, dislikes and stated looks, gift framing dropped, visual attributes from the pixels;
+    # "none": the literal text-only teacher of earlier versions (cos(MiniLM(persona), MiniLM(item))).
+    taste: Literal["v1", "none"] = "v1"
+    visual_weight: float = Field(0.15, ge=0)  # weight of the stated looks against the pixels (taste v1)
+    avoid_weight: float = Field(2.0, ge=0)  # penalty per unit of similarity to what is ruled out (taste v1)
     seed: int = 0
 
 
@@ -118,6 +127,12 @@ class SamplerConfig(StrictModel):
     approx_max_k: int = Field(20000, ge=1)  # cap on the k-NN depth that retrieves a persona's top bins
     score_batch: int = Field(4096, ge=1)  # items scored per matrix product (bounds the temporary)
     score_memory_mb: float = Field(256.0, gt=0)  # bound on the persona-block x items score matrix
+    # Issue 13 remedies, off by default; docs/sampling-and-loss.md "Repeated items".
+    # A seeded share of each call's groups drawn as whole uniform groups (bins all -1).
+    uniform_share: float = Field(0.0, ge=0.0, le=1.0)
+    # Most draws of one item for one persona over all rounds (>= 1; null: no cap). Capped items leave the
+    # persona's bins; a bin that runs short is topped up uniformly (bins -1).
+    max_repeats: int | None = Field(None, ge=1)
     seed: int = 0
 
     @model_validator(mode="after")
@@ -154,6 +169,9 @@ class TrainConfig(StrictModel):
     groups_per_round: int = 200  # new teacher-labelled groups per round
     budget: int | None = None  # total teacher groups (round 0 included); caps rounds when set
     replay: float = 1.0  # fraction of earlier rounds' groups mixed into each round's training set
+    # Round k replays round r's groups at the share replay * replay_decay**(k - r); 1.0: every earlier
+    # round alike, as before (docs/training.md "Replay").
+    replay_decay: float = Field(1.0, gt=0.0, le=1.0)
     epochs_per_round: int = 1
     batch_groups: int = 16  # ranked groups per optimizer step per worker
     lr: float = 1e-4
@@ -186,7 +204,7 @@ class EvalConfig(StrictModel):
     """`ray_jobs/evaluate.py`: teacher knockout tournaments, MPR and baselines (docs/evaluation.md)."""
 
     split: str = "test"
-    n_personas: int = 20  # the first n test personas by id (the paper: 50)
+    n_personas: int | None = Field(None, ge=1)  # the first n test personas by id (None: all of them; the paper: 50)
     n_items: int | None = None  # test images per tournament, a seeded subset (None: the whole split; paper 4096)
     variant: Literal["pairwise", "fiveway"] = "pairwise"  # the ground truth the metrics use
     measure_agreement: bool = False  # also run the other variant and report winner agreement
@@ -194,6 +212,11 @@ class EvalConfig(StrictModel):
     ndcg_k: int = 5  # NDCG@k within teacher-ranked groups of 5
     recall_ks: list[int] = Field(default_factory=lambda: [1, 2])  # recall of the group's teacher-best item
     groups_per_persona: int = 5  # teacher-ranked random groups of 5 per test persona for NDCG/recall (0: off)
+    full_ranking: bool = True  # NDCG of the whole pool against the teacher's full ranking, where the teacher can score it
+    full_ndcg_k: int = Field(10, ge=1)  # that NDCG's k: the teacher's top k are the relevant items (gains k..1)
+    bootstrap: int = Field(2000, ge=0)  # persona resamples for the intervals of every mean and difference (0: none)
+    ci_level: float = Field(0.95, gt=0, lt=1)  # the intervals' level (percentile bootstrap)
+    delta_vs: str = "base"  # the report's differences are paired differences from this model
     models: dict[str, str] = Field(default_factory=dict)  # extra name -> model dir or open_clip "name[:pretrained]"
     text_only: bool = True  # the paper's "Text" column: persona vs item title+text, frozen text encoder
     random_baseline: bool = True
@@ -208,6 +231,15 @@ class EvalConfig(StrictModel):
         if not ks or any(k < 1 for k in ks):
             raise ValueError("ks must be a non-empty list of integers >= 1")
         return sorted(set(ks))
+
+
+class StudyConfig(StrictModel):
+    """`distill study` / `make study`: each sampler variant trained and evaluated for each seed."""
+
+    seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1)
+    # names from distill.evaluation.study.VARIANTS: aligned, uniform, aligned+remedies
+    variants: list[Literal["aligned", "uniform", "aligned+remedies"]] = Field(
+        default_factory=lambda: ["aligned", "uniform", "aligned+remedies"], min_length=1)
 
 
 class EmbedConfig(StrictModel):
@@ -285,6 +317,7 @@ class PipelineConfig(StrictModel):
 
     train: TrainConfig = Field(default_factory=TrainConfig)
     evaluate: EvalConfig = Field(default_factory=EvalConfig)
+    study: StudyConfig = Field(default_factory=StudyConfig, description="samplers x seeds (distill study)")
 
     # embedding the catalog (every stage), the index and the retriever
     embed: EmbedConfig = Field(default_factory=EmbedConfig, description="label, train, evaluate and index all embed")
