@@ -34,7 +34,14 @@ if ! ray job list >/dev/null 2>&1; then
   started_head=1
 fi
 
-submit() { ray job submit --working-dir . --runtime-env-json '{"excludes": ["runs/", ".venv/", ".git/"]}' -- "$@"; }
+# The emoji sets (npm, vendor/emoji/node_modules) are git-ignored, so Ray does not upload them with the
+# working dir; the world build (on the head node, in the label job) reads them where `make install` put them.
+EMOJI_SETS="$(pwd)/vendor/emoji/node_modules"
+submit() {
+  ray job submit --working-dir . --runtime-env-json \
+    "{\"excludes\": [\"runs/\", \".venv/\", \".git/\", \"vendor/emoji/node_modules/\"], \"env_vars\": {\"DISTILL_EMOJI_SETS\": \"${EMOJI_SETS}\"}}" \
+    -- "$@"
+}
 
 stamp "label: world build (if missing), caption-aligned base, round-0 groups -> teacher"
 WD="paths.workdir=$(pwd)/${WORKDIR}"  # absolute: jobs run from Ray's copy of the working dir
