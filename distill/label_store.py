@@ -75,8 +75,17 @@ class LabelStore:
         parts = self._parts(directory)
         if not parts:
             return schema.empty_table() if columns is None else schema.empty_table().select(columns)
-        tables = [pq.read_table(p, columns=columns, filters=filt) for p in parts]
-        return pa.concat_tables(tables)
+        return pa.concat_tables([self._read_part(p, schema, columns, filt) for p in parts])
+
+    @staticmethod
+    def _read_part(path: str, schema: pa.Schema, columns: list[str] | None = None, filt=None) -> pa.Table:
+        """One part as `schema` (or its `columns`): a part written before a nullable column was added (e.g.
+        `description`, issue 12) reads with that column as nulls, so old stores keep working."""
+        names = set(pq.read_schema(path).names)
+        want = list(columns) if columns is not None else schema.names
+        table = pq.read_table(path, columns=[c for c in want if c in names], filters=filt)
+        target = schema if columns is None else pa.schema([schema.field(c) for c in want])
+        return conform(table, target, path)
 
     @staticmethod
     def _filter(teacher_id=None, task=None, persona_ids=None):
@@ -132,7 +141,7 @@ class LabelStore:
         parts = self._parts(self.labels_dir)
         if len(parts) < 2:
             return None
-        merged = self._first_per_key(pa.concat_tables([pq.read_table(p) for p in parts]))
+        merged = self._first_per_key(pa.concat_tables([self._read_part(p, LABELS) for p in parts]))
         # "part-T-U-compact" sorts just before "part-T-U.parquet", the first part: merged rows keep
         # their precedence over any newer commit, and a crash before the deletes only leaves
         # duplicates that reads drop.

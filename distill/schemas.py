@@ -49,7 +49,7 @@ LABELS = pa.schema(
     [
         pa.field("key", pa.string(), nullable=False),  # hash of (teacher_id, task, persona_id, sorted item_ids)
         pa.field("teacher_id", pa.string(), nullable=False),
-        pa.field("task", pa.string(), nullable=False),  # "rank" (groups) or "compare" (tournament)
+        pa.field("task", pa.string(), nullable=False),  # "rank" (groups), "compare" (tournament) or "describe"
         pa.field("prompt_version", pa.string(), nullable=False),
         pa.field("persona_id", pa.string(), nullable=False),
         pa.field("group_id", pa.string()),
@@ -60,6 +60,11 @@ LABELS = pa.schema(
         pa.field("latency_s", pa.float32()),
         pa.field("round", pa.int32()),
         pa.field("created_at", pa.timestamp("us", tz="UTC")),
+        # task "describe" (a composed query's target description, prompt describe-v1): the cleaned text; then
+        # persona_id = the reference id (item id or "upload:<sha256>"), presented = [reference id], ranking = [].
+        # Added in issue 12 with `modification`: older stores have neither column and read them as null.
+        pa.field("description", pa.string()),
+        pa.field("modification", pa.string()),  # task "describe": the modification asked for (normalised)
     ]
 )
 

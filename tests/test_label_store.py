@@ -83,3 +83,27 @@ def test_compact_merges_parts_without_losing_or_duplicating(tmp_path):
     assert dict(zip(after["key"].to_pylist(), after["raw_output"].to_pylist()))["k2"] == "first"
     store.append(_rows(["k5"]))
     assert store.count() == 5
+
+
+def test_an_old_format_store_still_loads(tmp_path):
+    """Stores written before issue 12 have no `description`/`modification` columns: they read as nulls, mix
+    with new parts, and compact into the current schema."""
+    import pyarrow.parquet as pq
+
+    old_schema = pa.schema([f for f in LABELS if f.name not in ("description", "modification")])
+    old = _rows(["old1", "k2"], raw="old")
+    old = old.append_column("created_at", pa.array([None, None], pa.timestamp("us", tz="UTC"))).cast(old_schema)
+    (tmp_path / "labels").mkdir(parents=True)
+    pq.write_table(old, tmp_path / "labels" / "part-00000000000000000001-old.parquet")
+    store = LabelStore(tmp_path)
+    assert store.keys() == {"old1", "k2"} and store.read().schema == LABELS
+    store.append(_rows(["k2"], raw="new"))  # another writer answered k2 too, after the upgrade
+    store.append(_rows(["d1"], task="describe", raw="new").append_column("description", pa.array(["b"])))
+    table = store.read()
+    assert table.schema == LABELS and sorted(table["key"].to_pylist()) == ["d1", "k2", "old1"]
+    by_key = {r["key"]: r for r in table.to_pylist()}
+    assert by_key["k2"]["raw_output"] == "old" and by_key["k2"]["description"] is None  # first committed wins
+    assert by_key["d1"]["description"] == "b" and by_key["d1"]["modification"] is None
+    assert store.read(task="describe")["key"].to_pylist() == ["d1"]
+    store.compact()
+    assert store.read().to_pylist() == table.to_pylist()

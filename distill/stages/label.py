@@ -71,13 +71,14 @@ def draw_round0_groups(cfg: PipelineConfig, base: Path, n_groups: int) -> RoundZ
     """Score the label split with the base student and draw seeded round-0 groups."""
     from distill.data.layout import read_personas
     from distill.embed import embed_catalog
+    from distill.queries import encode_texts
     from distill.sampling import sample_groups
     from distill.student import load_student
 
     items = embed_catalog(base, cfg.path("catalog"), split=cfg.label.split, progress=True, **cfg.embed_options())
     personas = read_personas(cfg.path("personas"), cfg.label.split)
     ids, texts = personas["persona_id"].to_pylist(), personas["text"].to_pylist()
-    persona_emb = load_student(base).eval().encode_texts(texts).numpy()
+    persona_emb = encode_texts(load_student(base).eval(), texts)
     groups = sample_groups(ids, persona_emb, items.item_ids, items.embeddings, n_groups, cfg.sampler, round=0)
     return RoundZero(groups, dict(zip(ids, persona_emb)), dict(zip(items.item_ids, items.embeddings)))
 

@@ -8,16 +8,20 @@ from __future__ import annotations
 
 from distill.teacher.base import (
     Candidate,
+    DescribeAnswer,
+    DescribeRequest,
     Generation,
     Teacher,
     TeacherAnswer,
     TeacherAnswerError,
     TeacherRequest,
+    make_describe_request,
     make_request,
     presentation_order,
     request_key,
+    upload_reference_id,
 )
-from distill.teacher.identity import teacher_id_for
+from distill.teacher.identity import describe_id_for, teacher_id_for
 
 
 def build_teacher(cfg) -> Teacher:
@@ -38,6 +42,8 @@ def build_teacher(cfg) -> Teacher:
 
 
 __all__ = [
-    "Candidate", "Generation", "Teacher", "TeacherAnswer", "TeacherAnswerError", "TeacherRequest",
-    "build_teacher", "make_request", "presentation_order", "request_key", "teacher_id_for",
+    "Candidate", "DescribeAnswer", "DescribeRequest", "Generation", "Teacher", "TeacherAnswer",
+    "TeacherAnswerError", "TeacherRequest",
+    "build_teacher", "describe_id_for", "make_describe_request", "make_request", "presentation_order",
+    "request_key", "teacher_id_for", "upload_reference_id",
 ]

@@ -16,7 +16,7 @@ import numpy as np
 from PIL import Image
 
 from distill.splits import hash_key, stable_hash
-from distill.teacher.prompt import ParsedRanking, parse_ranking
+from distill.teacher.prompt import ParsedDescription, ParsedRanking, parse_description, parse_ranking
 
 TASKS = ("rank", "compare")
 
@@ -76,6 +76,60 @@ class TeacherAnswer:
     @property
     def ok(self) -> bool:
         return self.ranking is not None
+
+
+@dataclass
+class DescribeRequest:
+    """A composed query's reference (item or upload, as a Candidate whose `image` is the 224 px thumbnail) and
+    the modification; the teacher writes what the shopper wants (prompt describe-v1)."""
+
+    key: str
+    reference_id: str  # the catalog item id, or "upload:<sha256 of the image bytes>"
+    reference: Candidate
+    modification: str
+
+
+@dataclass
+class DescribeAnswer:
+    key: str
+    reference_id: str
+    modification: str
+    description: str | None  # cleaned; None when dropped
+    raw_output: str
+    attempts: int
+    latency_s: float
+    error: str | None = None  # "parse:<reason>" or "teacher_error:<message>" when dropped
+    repairs: list[tuple[str, str]] = field(default_factory=list)
+    cached: bool = False  # read from the label store, not asked
+
+    @property
+    def ok(self) -> bool:
+        return self.description is not None
+
+
+def upload_reference_id(image_bytes: bytes) -> str:
+    """The reference id of an uploaded image: its bytes' sha256 (the same upload is one cached answer)."""
+    import hashlib
+
+    return "upload:" + hashlib.sha256(image_bytes).hexdigest()
+
+
+def normalise_modification(modification: str) -> str:
+    return " ".join(str(modification).split())
+
+
+def describe_key(describe_id: str, reference_id: str, modification: str) -> str:
+    return hash_key(describe_id, "describe", reference_id, normalise_modification(modification))
+
+
+def make_describe_request(describe_id: str, reference: Candidate, modification: str,
+                          reference_id: str | None = None) -> DescribeRequest:
+    """`reference_id` defaults to the reference's item id (pass `upload_reference_id(bytes)` for uploads)."""
+    modification = normalise_modification(modification)
+    if not modification:
+        raise ValueError("a describe request needs a non-blank modification")
+    ref_id = reference_id or reference.item_id
+    return DescribeRequest(describe_key(describe_id, ref_id, modification), ref_id, reference, modification)
 
 
 class TeacherAnswerError(RuntimeError):
@@ -174,3 +228,51 @@ class Teacher(ABC):
     def compare(self, persona_text: str, a: Candidate, b: Candidate, persona_id: str = "adhoc") -> str:
         """The item id of whichever of `a`, `b` fits the persona better."""
         return self.rank(persona_text, [a, b], persona_id, task="compare")[0]
+
+    # ---- target descriptions (describe-v1) -----------------------------------------------------------
+    @property
+    def describe_id(self) -> str:
+        """The teacher id of describe answers: the describe prompt version in place of the rank one."""
+        from distill.teacher.identity import describe_id_for
+
+        return describe_id_for(self.cfg)
+
+    def _generate_describe(self, jobs: list[tuple[DescribeRequest, list[tuple[str, str]]]]) -> list[Generation]:
+        """Raw descriptions for a batch (request, repair history); backends that can describe override it."""
+        raise NotImplementedError(f"the {self.backend!r} teacher cannot write target descriptions")
+
+    def describe_many(self, requests: list[DescribeRequest]) -> list[DescribeAnswer]:
+        """Ask, clean (`parse_description`), repair per `repair_retries`; one answer per request, never raises
+        on bad text (the drop reason is in `error`)."""
+        answers = {r.key: DescribeAnswer(r.key, r.reference_id, r.modification, None, "", 0, 0.0) for r in requests}
+        pending = list({r.key: r for r in requests}.values())
+        for _ in range(1 + max(0, self.cfg.repair_retries)):
+            if not pending:
+                break
+            still = []
+            for req, gen in zip(pending, self._generate_describe([(r, answers[r.key].repairs) for r in pending])):
+                ans = answers[req.key]
+                ans.attempts += 1
+                ans.latency_s += gen.latency_s
+                ans.raw_output = gen.text or ""
+                if gen.error is not None:
+                    ans.error = f"teacher_error:{gen.error}"
+                    continue
+                parsed = parse_description(ans.raw_output)
+                if isinstance(parsed, ParsedDescription):
+                    ans.description, ans.error = parsed.text, None
+                else:
+                    ans.error = f"parse:{parsed}"
+                    ans.repairs.append((ans.raw_output, parsed))
+                    still.append(req)
+            pending = still
+        return [answers[r.key] for r in requests]
+
+    def describe(self, reference: Candidate, modification: str, reference_id: str | None = None) -> str:
+        """What the shopper wants: the reference with the modification applied, in one or two sentences.
+        Raises TeacherAnswerError when no usable description came back. Not cached: see
+        `distill.teacher.describe.describe_cached` for the label-store path."""
+        ans = self.describe_many([make_describe_request(self.describe_id, reference, modification, reference_id)])[0]
+        if not ans.ok:
+            raise TeacherAnswerError(ans.error or "unknown", ans.raw_output)
+        return ans.description

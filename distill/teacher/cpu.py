@@ -40,6 +40,27 @@ def item_text(title: str, text: str, category: str) -> str:
     return f"{title}. {text}. Category: {category}"
 
 
+def describe_target(title: str, category: str, modification: str, max_chars: int = 300) -> str:
+    """The CPU teacher's target description (the describe-v1 analogue; docs/teacher.md "Target descriptions"):
+    "A <title> (<category>), but <modification>." from the reference's metadata, which the student never sees.
+    The category's dashes become spaces; "but " is put in front of a modification that does not start with
+    it; trailing punctuation is dropped. No category: "A <title>, but ..."; no title (an uploaded image):
+    "A product like the reference image, but ..."; a title that would make it longer than `max_chars` is cut."""
+    mod = " ".join(modification.split()).rstrip(" .!?;,")
+    if not mod.lower().startswith("but "):
+        mod = "but " + mod
+    kind = " ".join(category.replace("-", " ").replace("_", " ").split())
+    thing = " ".join(title.split())
+    if not thing:
+        return f"A product like the reference image, {mod}."[:max_chars]
+    room = max_chars - len(f"an  (), {mod}.") - len(kind)
+    if len(thing) > room:
+        thing = thing[: max(8, room - 3)].rstrip() + "..."
+    article = "an" if thing[0].lower() in "aeiou" else "a"
+    text = f"{article} {thing} ({kind}), {mod}." if kind else f"{article} {thing}, {mod}."
+    return (text[0].upper() + text[1:])[:max_chars]
+
+
 def plackett_luce_order(scores: np.ndarray, temperature: float, rng: np.random.Generator) -> np.ndarray:
     """Indices best -> worst. Adding Gumbel noise to logits and sorting samples Plackett-Luce exactly."""
     if temperature <= 0:
@@ -163,3 +184,8 @@ class CpuTeacher(Teacher):
             out.append(json.dumps({"ranking": [int(i) + 1 for i in order]}))
         per_row = (time.perf_counter() - t0) / max(1, len(jobs))
         return [Generation(text, None, per_row) for text in out]
+
+    def _generate_describe(self, jobs) -> list[Generation]:
+        # Deterministic: the reference's metadata + the modification (no model call, so no latency to speak of).
+        return [Generation(describe_target(req.reference.title, req.reference.category, req.modification))
+                for req, _ in jobs]

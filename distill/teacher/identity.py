@@ -24,6 +24,7 @@ BACKENDS = ("cpu", "openai", "vllm")
 # Settings that cannot change what a stored answer says: transport, scheduling, hardware placement.
 ANSWER_NEUTRAL: dict[str, str] = {
     "repair_retries": "decides whether a malformed answer is repaired or dropped, not what a stored answer says",
+    "describe_max_tokens": "never changes a ranking; the describe id (`describe_id_for`) carries it",
     "openai.base_url": "where the model is served; the model name is in the id",
     "openai.api_key_env": "credentials",
     "openai.max_concurrency": "request scheduling",
@@ -124,3 +125,20 @@ def teacher_id_for(cfg) -> str:
         if _applies_to(name, cfg.backend) and value != ID_BASELINE[name]:
             extras.append(f"{name}={_fmt(value)}")
     return ":".join([head, *extras])
+
+
+# Target descriptions (`Teacher.describe`, prompt `describe-v1`) are another task with their own prompt:
+# their id is the rank id's settings under the describe prompt version, plus the describe-only settings
+# that differ from these (frozen) values. The rank id never changes for them.
+DESCRIBE_BASELINE: dict[str, Any] = {"describe_max_tokens": 120}
+
+
+def describe_id_for(cfg, prompt_version: str | None = None) -> str:
+    """The teacher id of target descriptions, e.g. `cpu:minilm-l6-v2:describe-v1:t=0:cpu.taste=v1`."""
+    from distill.teacher.prompt import DESCRIBE_PROMPT_VERSION
+
+    base = teacher_id_for(cfg.model_copy(update={"prompt_version": prompt_version or DESCRIBE_PROMPT_VERSION}))
+    flat = flat_settings(cfg)
+    extras = [f"{k}={_fmt(flat[k])}" for k in sorted(DESCRIBE_BASELINE)
+              if cfg.backend != "cpu" and flat[k] != DESCRIBE_BASELINE[k]]
+    return ":".join([base, *extras])

@@ -19,6 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from distill.teacher.base import Generation, Teacher, TeacherRequest
 from distill.teacher.prompt import (
     MAX_PERMUTATION_N,
+    build_describe_messages,
     build_messages,
     grammar_schema,
     image_data_url,
@@ -88,9 +89,18 @@ class OpenAITeacher(Teacher):
                 "name": "ranking", "schema": grammar_schema(req.n), "strict": True}}
         return kwargs
 
-    def _call(self, req: TeacherRequest, repairs) -> Generation:
+    def _describe_kwargs(self, req, repairs) -> dict:
+        """A target description (describe-v1): free text, no structured output, `describe_max_tokens`."""
         o = self.cfg.openai
-        kwargs = self._request_kwargs(req, repairs)
+        return dict(model=o.model, temperature=o.temperature, max_tokens=self.cfg.describe_max_tokens,
+                    messages=build_describe_messages(image_data_url(req.reference.image), req.modification, repairs))
+
+    def _call(self, req: TeacherRequest, repairs) -> Generation:
+        return self._send(req.key, self._request_kwargs(req, repairs))
+
+    def _send(self, key: str, kwargs: dict) -> Generation:
+        """One chat completion with the transient-failure retries and backoff."""
+        o = self.cfg.openai
         t0 = time.perf_counter()
         last = "unknown"
         for attempt in range(o.max_retries + 1):
@@ -104,7 +114,7 @@ class OpenAITeacher(Teacher):
                     break
                 delay = o.backoff_s * 2**attempt
                 log.warning("teacher call for %s failed (%s); retry %d/%d in %.1fs",
-                            req.key, last, attempt + 1, o.max_retries, delay)
+                            key, last, attempt + 1, o.max_retries, delay)
                 self.sleep(delay)
         return Generation(None, last, time.perf_counter() - t0)
 
@@ -114,3 +124,10 @@ class OpenAITeacher(Teacher):
         workers = max(1, min(self.cfg.openai.max_concurrency, len(jobs)))
         with ThreadPoolExecutor(max_workers=workers) as pool:
             return list(pool.map(lambda job: self._call(*job), jobs))
+
+    def _generate_describe(self, jobs) -> list[Generation]:
+        if not jobs:
+            return []
+        workers = max(1, min(self.cfg.openai.max_concurrency, len(jobs)))
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            return list(pool.map(lambda job: self._send(job[0].key, self._describe_kwargs(*job)), jobs))

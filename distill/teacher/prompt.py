@@ -185,3 +185,87 @@ def parse_ranking(text: str | None, n: int) -> ParsedRanking | str:
         return "prose" if re.search(r"\d", text) else "no_numbers"
     bad = _check_permutation(values, n)
     return bad if bad else ParsedRanking(tuple(values), form)
+
+
+# ---- target descriptions (prompt version describe-v1) ------------------------------------------------
+# A composed query ("like this, but in red"): the VLM sees the reference image and the modification and
+# writes what the shopper wants; the student embeds that text (MVFT-JI's joint inference).
+DESCRIBE_PROMPT_VERSION = "describe-v1"
+DESCRIBE_MAX_CHARS = 300
+DESCRIBE_INSTRUCTIONS = (
+    "A shopper shows you this product image and asks for a product like it, but with a change.\n\n"
+    "Reference product:"
+)
+DESCRIBE_REPLY = (
+    "Requested change: {modification}\n\n"
+    "Describe the product the shopper wants, as it would look with the change applied, in one or two "
+    "sentences (at most {max_chars} characters). Reply ONLY with the description: no preamble, no quotes."
+)
+DESCRIBE_REPAIR = (
+    "Your previous answer could not be used ({reason}). Reply ONLY with one or two sentences (at most "
+    "{max_chars} characters) describing the product the shopper wants, with no preamble and no quotes."
+)
+
+
+def build_describe_messages(image_url: str, modification: str,
+                            repairs: list[tuple[str, str]] | None = None) -> list[dict]:
+    """OpenAI chat messages for a target description: one user turn (instructions, the reference image, the
+    modification), then per failed attempt the raw answer and a corrective user turn."""
+    content = [{"type": "text", "text": DESCRIBE_INSTRUCTIONS},
+               {"type": "image_url", "image_url": {"url": image_url}},
+               {"type": "text", "text": DESCRIBE_REPLY.format(modification=modification,
+                                                               max_chars=DESCRIBE_MAX_CHARS)}]
+    messages = [{"role": "user", "content": content}]
+    for raw, reason in repairs or []:
+        messages.append({"role": "assistant", "content": raw or "(empty)"})
+        messages.append({"role": "user", "content": DESCRIBE_REPAIR.format(reason=reason, max_chars=DESCRIBE_MAX_CHARS)})
+    return messages
+
+
+@dataclass(frozen=True)
+class ParsedDescription:
+    text: str
+
+
+# "Sure! Here is the description:" on a line of its own before the answer.
+_PREAMBLE_LINE = re.compile(r"^(sure|certainly|of course|okay|ok|here)\b[^\n]*:\s*$", re.I)
+# "Description: ...", "Target product - ...", "**Description:** ..."
+_LABEL = re.compile(r"^\W*(target\s+(product\s+)?description|product\s+description|description|target|answer"
+                    r"|the\s+shopper\s+wants)\s*\**\s*[:\-]\s*\**\s*", re.I)
+_REFUSAL = re.compile(r"^(i'?m sorry|i am sorry|sorry|i can(no|')t|i cannot|as an ai)\b", re.I)
+_QUOTES = "\"'`“”‘’«»*"
+
+
+def parse_description(text: str | None, max_chars: int = DESCRIBE_MAX_CHARS) -> ParsedDescription | str:
+    """The cleaned description, or the reason it is unusable (`empty`, `refusal`, `too_long:<n>`).
+
+    Cleaning: a ``` fence, a {"description": ...} JSON object, a preamble line ending in ":" ("Sure, here it
+    is:"), a label prefix ("Description:"), wrapping quotes or ** and surrounding whitespace are removed, and
+    inner whitespace is collapsed to single spaces. Never raises."""
+    text = (text or "").strip()
+    fenced = _FENCE.match(text)
+    if fenced:
+        text = fenced.group(1).strip()
+    if text.startswith("{"):
+        try:
+            obj = json.loads(text)
+        except json.JSONDecodeError:
+            obj = None
+        if isinstance(obj, dict) and len(obj) == 1 and isinstance(next(iter(obj.values())), str):
+            text = next(iter(obj.values())).strip()
+    lines = [ln for ln in text.splitlines() if ln.strip()]
+    if len(lines) > 1 and _PREAMBLE_LINE.match(lines[0].strip()):
+        lines = lines[1:]
+    text = " ".join(" ".join(lines).split())
+    text = _LABEL.sub("", text, count=1).strip()
+    body = text.rstrip(".")
+    if len(body) >= 2 and body[0] in _QUOTES and body[-1] in _QUOTES:  # '"A green apple".' -> 'A green apple.'
+        inner = body.strip(_QUOTES).strip()
+        text = inner + ("" if inner.endswith(".") or not inner else text[len(body):])
+    if not text:
+        return "empty"
+    if _REFUSAL.match(text):
+        return "refusal"
+    if len(text) > max_chars:
+        return f"too_long:{len(text)}"
+    return ParsedDescription(text)

@@ -22,6 +22,7 @@ import time
 from distill.teacher.base import Generation, Teacher
 from distill.teacher.prompt import (
     MAX_PERMUTATION_N,
+    build_describe_messages,
     build_messages,
     grammar_schema,
     image_data_url,
@@ -188,10 +189,23 @@ class VLLMTeacher(Teacher):
             sp = sampling_params(self.cfg, req.n)
             params.append(SamplingParams(temperature=sp["temperature"], max_tokens=sp["max_tokens"],
                                          **structured_outputs_params(sp["structured_outputs"])))
+        return self._chat(conversations, params)
+
+    def _generate_describe(self, jobs) -> list[Generation]:
+        """Target descriptions (describe-v1) through the same engine: free text, `describe_max_tokens`."""
+        from vllm import SamplingParams
+
+        conversations = [build_describe_messages(image_data_url(req.reference.image), req.modification, repairs)
+                         for req, repairs in jobs]
+        params = [SamplingParams(temperature=self.cfg.vllm.temperature, max_tokens=self.cfg.describe_max_tokens)
+                  for _ in jobs]
+        return self._chat(conversations, params)
+
+    def _chat(self, conversations: list, params: list) -> list[Generation]:
         t0 = time.perf_counter()
         try:
             outputs = self._engine().chat(conversations, sampling_params=params, use_tqdm=False)
         except Exception as err:  # noqa: BLE001 - one failed batch becomes counted drops, not a crash
-            return [Generation(None, f"{type(err).__name__}: {err}"[:300]) for _ in jobs]
-        per_row = (time.perf_counter() - t0) / max(1, len(jobs))
+            return [Generation(None, f"{type(err).__name__}: {err}"[:300]) for _ in conversations]
+        per_row = (time.perf_counter() - t0) / max(1, len(conversations))
         return [Generation(o.outputs[0].text if o.outputs else "", None, per_row) for o in outputs]

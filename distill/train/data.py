@@ -23,6 +23,7 @@ import pyarrow.compute as pc
 import pyarrow.dataset as pads
 
 from distill.data.layout import catalog_files
+from distill.queries import encode_texts
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +59,7 @@ def persona_text_embeddings(student, personas: pa.Table, persona_ids=None) -> di
     if persona_ids is not None:
         personas = personas.filter(pc.is_in(personas["persona_id"], pa.array(sorted(set(persona_ids)))))
     ids = personas["persona_id"].to_pylist()
-    emb = student.encode_texts(personas["text"].to_pylist()).cpu().numpy().astype(np.float32)
+    emb = encode_texts(student, personas["text"].to_pylist())
     return dict(zip(ids, emb))
 
 
