@@ -111,6 +111,7 @@ class TeacherConfig(StrictModel):
     image_size: int = 224  # white-padded thumbnails, as the paper
     repair_retries: int = 1  # a malformed answer gets this many repair prompts before it is dropped
     shuffle_presentation: bool = True  # show items in a random, recorded order (no bin-order bias)
+    describe_max_tokens: int = Field(120, ge=16)  # answer cap of a target description (describe-v1, VLM backends)
     cpu: CpuTeacherConfig = Field(default_factory=CpuTeacherConfig)
     openai: OpenAITeacherConfig = Field(default_factory=OpenAITeacherConfig)
     vllm: VLLMTeacherConfig = Field(default_factory=VLLMTeacherConfig)
@@ -224,6 +225,20 @@ class EvalConfig(StrictModel):
     persona_batch: int = 256  # personas scored per matrix product
     grid_personas: int = 3  # personas shown in the top-5 image grid (the paper's Figure 4)
     seed: int = 0
+    # Held-out queries beyond a persona (issue 12; docs/evaluation.md "Conversations" and "Composed queries"):
+    query_models: list[str] = Field(default_factory=lambda: ["distilled", "base"])  # students the two sections score
+    conversations: bool = True  # 2-4 turn conversations built from the test personas (LaViC setting)
+    rerank_k: int = Field(10, ge=0, le=20)  # the teacher re-ranks each conversation's student top k (0: no re-rank)
+    composed: bool = True  # reference image + modification text queries from held-out item pairs (MVFT-JI setting)
+    n_composed: int = Field(200, ge=1)  # composed queries (test-split (reference, target) pairs)
+    joint_weights: list[float] = Field(default_factory=lambda: [0.0, 0.25, 0.5, 0.75, 1.0])  # w of w*composed + (1-w)*description
+
+    @field_validator("joint_weights")
+    @classmethod
+    def _weights(cls, ws: list[float]) -> list[float]:
+        if not ws or any(not 0.0 <= w <= 1.0 for w in ws):
+            raise ValueError("joint_weights must be a non-empty list of numbers in [0, 1]")
+        return sorted(set(ws))
 
     @field_validator("hit_ks", "recall_ks")
     @classmethod
@@ -285,6 +300,13 @@ class ServeConfig(StrictModel):
     encoder_batch_wait_s: float = Field(0.0, ge=0)  # @serve.batch batch_wait_timeout_s; 0: a lone query never waits
     version_poll_s: float = Field(2.0, gt=0)  # how often the ingress re-reads the index CURRENT pointer
     thumbnail_size: int = Field(256, ge=32, le=1024)  # default size of /items/{id}/image
+    # Composed queries may upload a reference image (base64 in the /search body; docs/serving.md "Limits").
+    max_image_bytes: int = Field(2 * 1024 * 1024, ge=1024)  # decoded upload size; above it 413
+    max_image_pixels: int = Field(4096 * 4096, ge=64 * 64)  # width x height of an upload; above it 422
+    image_types: list[Literal["png", "jpeg", "webp"]] = Field(
+        default_factory=lambda: ["png", "jpeg", "webp"], min_length=1)  # accepted upload formats; others 415
+    conversation_rule: Literal["recency", "concat"] = "recency"  # how a conversation's user turns become one vector
+    joint_weight: float = Field(0.5, ge=0, le=1)  # composed query: w * composed + (1 - w) * teacher description
 
     @model_validator(mode="before")
     @classmethod
@@ -297,6 +319,21 @@ class ServeConfig(StrictModel):
                              "(host/port in serve/serve_config.yaml, or `serve start --http-host H --http-port P` "
                              "before `serve run`); see docs/serving.md")
         return data
+
+
+class RerankConfig(StrictModel):
+    """Teacher re-ranking of the student's top k at query time (`distill/rerank.py`, docs/serving.md)."""
+
+    enabled: bool = False  # offer `"rerank": true` on /search (and teacher descriptions for composed queries)
+    k: int = Field(10, ge=1, le=20)  # the student's top k the teacher re-orders in one listwise request
+    image_size: int = Field(224, ge=28, le=1024)  # thumbnail side per candidate: 224 = 64 Qwen2.5-VL visual tokens
+    budget_s: float = Field(10.0, gt=0)  # a teacher answer later than this is ignored: the student's order stands
+    cache_size: int = Field(1024, ge=0)  # answers kept in memory (LRU) by (teacher id, query text, candidate ids)
+    # The teacher that re-ranks; null: the pipeline's `teacher` section. A full TeacherConfig (backend cpu |
+    # openai | vllm); e.g. the openai backend pointed at a `vllm serve` endpoint next to the retriever.
+    teacher: TeacherConfig | None = None
+    num_cpus: float = Field(0.5, gt=0)  # the Reranker deployment's CPUs (topology split)
+    num_gpus: float = Field(0.0, ge=0)  # its GPUs: 1 for an in-process vllm teacher
 
 
 class PipelineConfig(StrictModel):
@@ -323,6 +360,7 @@ class PipelineConfig(StrictModel):
     embed: EmbedConfig = Field(default_factory=EmbedConfig, description="label, train, evaluate and index all embed")
     index: IndexConfig = Field(default_factory=IndexConfig)
     serve: ServeConfig = Field(default_factory=ServeConfig)
+    rerank: RerankConfig = Field(default_factory=RerankConfig, description="teacher re-ranking at query time (serve)")
 
     def embed_options(self) -> dict:
         """embed_catalog keyword arguments of the `embed` section (in-process threshold, cache dir)."""

@@ -12,11 +12,8 @@ inside `*_request_model` from the route signatures, which needs real annotation 
 import asyncio
 import base64
 import logging
-import re
-import time
 from pathlib import Path
 from typing import Annotated, Literal
-from urllib.parse import quote
 
 import numpy as np
 from fastapi import FastAPI, HTTPException, Query, Request, Security
@@ -24,47 +21,25 @@ from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.security import APIKeyHeader
-from pydantic import (
-    BaseModel,
-    BeforeValidator,
-    ConfigDict,
-    Field,
-    StrictInt,
-    StrictStr,
-    WithJsonSchema,
-    field_validator,
-)
+from pydantic import BaseModel, ConfigDict, Field, StrictStr, WithJsonSchema, field_validator
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
 from distill import index as idx
-from distill.settings import ServeConfig
+from distill.settings import RerankConfig, ServeConfig
 from serve.auth import API_KEY_HEADER, install_guards, read_api_key
 from serve.backends import LocalBackend, RemoteBackend
+from serve.search import NON_BLANK, SearchResponse, WholeNumber, clean_errors, search_request_model
+from serve.search import non_blank as _non_blank
+from serve.search_run import run_search
 from serve.versions import VersionTracker
 
 log = logging.getLogger(__name__)
 STATIC = Path(__file__).parent / "static"
 MAX_ITEM_ID_CHARS = 512
-NON_BLANK = r"\S"  # one pattern for the schema and the check: Python's \s is what str.strip() removes
 
 
 # ------------------------------------------------------------------------------------ response models
-
-
-class SearchHit(BaseModel):
-    item_id: str
-    score: float
-    title: str | None
-    image_url: str
-
-
-class SearchResponse(BaseModel):
-    query: str
-    k: int
-    version: str
-    results: list[SearchHit]
-    took_ms: float
 
 
 class EmbeddingItem(BaseModel):
@@ -136,8 +111,10 @@ class ValidationProblem(BaseModel):
 ERRORS = {
     400: (Problem, "the body cannot be read as JSON text (e.g. not UTF-8)"),
     401: (Problem, f"missing or wrong {API_KEY_HEADER} header"),
-    404: (Problem, "no such item in the served index version"),
-    413: (Problem, "request body larger than serve.max_body_bytes"),
+    404: (Problem, "no such item in the served index version (also a composed query's query.reference_item)"),
+    413: (Problem, "request body larger than serve.max_body_bytes (/search: plus an image upload), or an uploaded "
+                   "query.reference_image larger than serve.max_image_bytes"),
+    415: (Problem, "query.reference_image is not one of serve.image_types (PNG, JPEG, WebP)"),
     422: (ValidationProblem, "invalid request"),
     503: (Problem, "a backend deployment does not answer"),
 }
@@ -157,13 +134,24 @@ class Api:
     """HTTP ingress. The FastAPI app is built per replica (`__serve_build_asgi_app__`) from its settings.
 
     With `encoder` and `index` handles it calls those deployments (topology "split"); without them it holds
-    the encoder and the index itself (topology "single", serve.backends.LocalBackend).
+    the encoder and the index itself (topology "single", serve.backends.LocalBackend). `rerank_settings`
+    ({"teacher": TeacherConfig, "rerank": RerankConfig} dumps, only when rerank.enabled) turn re-ranking and
+    teacher descriptions on: through the `reranker` handle (split) or a Reranker object of its own (single).
     """
 
     def __init__(self, index_dir: str, settings: dict, encoder: DeploymentHandle | None = None,
-                 index: DeploymentHandle | None = None):
+                 index: DeploymentHandle | None = None, reranker: DeploymentHandle | None = None,
+                 rerank_settings: dict | None = None):
+        from distill.rerank import effective_teacher_config
+        from distill.settings import TeacherConfig
+        from distill.teacher import teacher_id_for
+
         self.settings = ServeConfig.model_validate(settings)
-        self.backend = RemoteBackend(encoder, index) if encoder is not None else LocalBackend(index_dir, self.settings)
+        self.rerank_cfg = RerankConfig.model_validate(rerank_settings["rerank"]) if rerank_settings else None
+        self.teacher_id = (teacher_id_for(effective_teacher_config(
+            TeacherConfig.model_validate(rerank_settings["teacher"]), self.rerank_cfg)) if rerank_settings else None)
+        self.backend = (RemoteBackend(encoder, index, reranker) if encoder is not None
+                        else LocalBackend(index_dir, self.settings, rerank_settings))
         self.api_key = read_api_key(self.settings.api_key_env)
         self.versions = VersionTracker(index_dir, self.settings.version_poll_s, self._prepare)
         # The schema declares `dimensions` as this; a later version of another dimension is still checked.
@@ -188,14 +176,6 @@ class Api:
         except Exception as err:  # noqa: BLE001
             raise HTTPException(503, f"query encoder unavailable: {err}") from None
 
-    async def search(self, query: str, k: int) -> tuple[str, list[dict]]:
-        version = await self.versions.current()
-        [(vec, _)] = await self.embed([query], version)
-        try:
-            return version, await self.backend.search(vec, k, version)
-        except Exception as err:  # noqa: BLE001
-            raise HTTPException(503, f"index unavailable: {err}") from None
-
     async def info(self, version: str) -> dict:
         return await asyncio.wait_for(self.backend.info(version), timeout=10)
 
@@ -207,37 +187,6 @@ class Api:
 
 
 # ------------------------------------------------------------------------------------ request models
-
-
-def _whole_number(value):
-    # JSON Schema counts 14.0 as an integer; the strict int that follows still refuses "14", true and 14.5.
-    return int(value) if isinstance(value, float) and value.is_integer() else value
-
-
-WholeNumber = Annotated[StrictInt, BeforeValidator(_whole_number)]
-
-
-def _non_blank(text: str, what: str) -> str:
-    if not re.search(NON_BLANK, text):
-        raise ValueError(f"{what} must not be empty or only whitespace")
-    return text
-
-
-def search_request_model(cfg: ServeConfig) -> type[BaseModel]:
-    """The /search body with this deployment's limits, declared in its schema."""
-
-    class SearchRequest(BaseModel):
-        model_config = ConfigDict(extra="forbid")
-        query: StrictStr = Field(..., min_length=1, max_length=cfg.max_query_chars, description="free text",
-                                 json_schema_extra={"pattern": NON_BLANK})
-        k: WholeNumber = Field(10, ge=1, le=cfg.max_k, description="number of results")
-
-        @field_validator("query")
-        @classmethod
-        def _query(cls, v: str) -> str:
-            return _non_blank(v, "query")
-
-    return SearchRequest
 
 
 def embeddings_request_model(cfg: ServeConfig, embed_dim: int) -> type[BaseModel]:
@@ -328,14 +277,11 @@ def _add_search(app: FastAPI, api: Api, keyed: list, auth_errors: tuple) -> None
     SearchRequest = search_request_model(api.settings)
 
     @app.post("/search", response_model=SearchResponse, dependencies=keyed,
-              responses=documented(400, *auth_errors, 413, 422, 503))
+              responses=documented(400, *auth_errors, 404, 413, 415, 422, 503))
     async def search(body: SearchRequest, request: Request) -> SearchResponse:
-        t0 = time.perf_counter()
-        version, hits = await api.search(body.query, body.k)
-        root = request.scope.get("root_path", "")
-        results = [SearchHit(**h, image_url=f"{root}/items/{quote(h['item_id'], safe='')}/image") for h in hits]
-        return SearchResponse(query=body.query, k=body.k, version=version, results=results,
-                              took_ms=round((time.perf_counter() - t0) * 1000, 2))
+        """Text, conversation or composed queries (serve.search); `"rerank": true` asks the teacher to re-order
+        the student's top rerank.k within rerank.budget_s (else the student's order, `reranked: false`)."""
+        return await run_search(api, body, request.scope.get("root_path", ""))
 
 
 def _add_embeddings(app: FastAPI, api: Api, keyed: list, auth_errors: tuple) -> None:
@@ -376,13 +322,14 @@ def _add_item_image(app: FastAPI, api: Api, keyed: list, auth_errors: tuple) -> 
 
 
 async def _validation_problem(request: Request, err: RequestValidationError) -> JSONResponse:
-    body = ValidationProblem(detail=_validation_message(err), errors=_field_errors(err))
+    errors = clean_errors(list(err.errors()), getattr(err, "body", None))
+    body = ValidationProblem(detail=_validation_message(errors), errors=_field_errors(errors))
     return JSONResponse(body.model_dump(), status_code=422)
 
 
-def _validation_message(err: RequestValidationError) -> str:
+def _validation_message(errors: list[dict]) -> str:
     parts = []
-    for e in err.errors():
+    for e in errors:
         if e.get("type") == "json_invalid":  # loc holds a character offset, not a field
             parts.append(f"malformed JSON body at character {e['loc'][-1]}: {e.get('ctx', {}).get('error', '')}")
             continue
@@ -391,9 +338,9 @@ def _validation_message(err: RequestValidationError) -> str:
     return "; ".join(parts)
 
 
-def _field_errors(err: RequestValidationError) -> list[FieldError]:
+def _field_errors(errors: list[dict]) -> list[FieldError]:
     return [FieldError(loc=[str(p) for p in e.get("loc", ())], msg=str(e.get("msg")), type=str(e.get("type")))
-            for e in err.errors()]
+            for e in errors]
 
 
 def _encode_vector(vec: np.ndarray, fmt: str):

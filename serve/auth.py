@@ -35,7 +35,11 @@ def read_api_key(env_name: str | None) -> str | None:
 def install_guards(app: FastAPI, cfg: ServeConfig, api_key: str | None) -> None:
     """Add the size limit, the key check and CORS, in that order from the inside out."""
     # Starlette runs the last added middleware first: CORS outermost, so 401/413 answers carry CORS headers.
-    app.add_middleware(BodySizeLimit, max_bytes=cfg.max_body_bytes)
+    from serve.uploads import search_body_limit
+
+    # /search bodies may carry an uploaded reference image (serve.uploads checks its own size and names the field).
+    hint = f" (an uploaded query.reference_image may have at most {cfg.max_image_bytes} bytes)"
+    app.add_middleware(BodySizeLimit, max_bytes=cfg.max_body_bytes, per_path={"/search": (search_body_limit(cfg), hint)})
     if api_key:
         app.add_middleware(ApiKeyAuth, key=api_key)
     if cfg.cors_origins:
@@ -44,17 +48,19 @@ def install_guards(app: FastAPI, cfg: ServeConfig, api_key: str | None) -> None:
 
 
 class BodySizeLimit:
-    """Reject request bodies above `max_bytes` with 413, by Content-Length or while streaming."""
+    """Reject request bodies above `max_bytes` (`per_path`: other limits for some routes) with 413, by
+    Content-Length or while streaming."""
 
-    def __init__(self, app, max_bytes: int):
-        self.app, self.max_bytes = app, max_bytes
+    def __init__(self, app, max_bytes: int, per_path: dict[str, tuple[int, str]] | None = None):
+        self.app, self.default, self.per_path = app, (max_bytes, ""), dict(per_path or {})
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
+        limit, hint = self.per_path.get(_route_path(scope), self.default)
         length = dict(scope.get("headers") or []).get(b"content-length")
-        if length is not None and (not length.isdigit() or int(length) > self.max_bytes):
-            return await self._too_large(send)
+        if length is not None and (not length.isdigit() or int(length) > limit):
+            return await self._too_large(send, limit, hint)
         if length is not None:
             return await self.app(scope, receive, send)
         # No Content-Length (chunked): buffer up to the limit, then replay to the app.
@@ -63,8 +69,8 @@ class BodySizeLimit:
             message = await receive()
             messages.append(message)
             total += len(message.get("body", b""))
-            if total > self.max_bytes:
-                return await self._too_large(send)
+            if total > limit:
+                return await self._too_large(send, limit, hint)
             if message["type"] != "http.request" or not message.get("more_body"):
                 break
 
@@ -73,8 +79,8 @@ class BodySizeLimit:
 
         return await self.app(scope, replay, send)
 
-    async def _too_large(self, send) -> None:
-        await send_detail(send, 413, f"request body larger than {self.max_bytes} bytes")
+    async def _too_large(self, send, limit: int, hint: str = "") -> None:
+        await send_detail(send, 413, f"request body larger than {limit} bytes{hint}")
 
 
 class ApiKeyAuth:
@@ -91,11 +97,15 @@ class ApiKeyAuth:
         return await self.app(scope, receive, send)
 
 
-def _is_open(scope) -> bool:
+def _route_path(scope) -> str:
     path, root = scope["path"], scope.get("root_path", "")
     if root and path.startswith(root):  # behind a Serve route_prefix
         path = path[len(root):] or "/"
-    return path in OPEN_PATHS
+    return path
+
+
+def _is_open(scope) -> bool:
+    return _route_path(scope) in OPEN_PATHS
 
 
 async def send_detail(send, status: int, message: str) -> None:

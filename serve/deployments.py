@@ -18,6 +18,7 @@ import logging
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -72,6 +73,14 @@ class QueryEncoder:
         """(unit vector, non-padding token count) of one text, encoded in a batch with concurrent requests."""
         return _raise_if_error(await self._embed_batched(text, version))
 
+    async def embed_query(self, query: dict, version: str, reference: np.ndarray | None = None, image=None,
+                          description: str | None = None, rule: str = "recency", joint_weight: float = 0.5) -> np.ndarray:
+        """The unit (joint: not renormalised) vector of a conversation or composed query (distill.queries):
+        `reference` is a catalog item's stored vector, `image` an uploaded reference's pixels."""
+        m = await self.models.get(version)
+        return await asyncio.to_thread(_encode_query, m["student"], query, reference, image, description, rule,
+                                       joint_weight)
+
     # batch_wait_timeout_s 0 (ServeConfig.encoder_batch_wait_s): a lone request on an idle replica starts at
     # once; requests arriving while a batch runs queue up and form the next batch. A wait > 0 holds every
     # batch open that long, a lone request too (it cost 5 ms of a ~40 ms query at concurrency 1).
@@ -86,9 +95,22 @@ class QueryEncoder:
 
 
 def _encode(student, texts: list[str]) -> tuple[np.ndarray, list[int]]:
-    vecs = student.encode_texts(texts).numpy().astype(np.float32)
+    from distill.queries import encode_texts  # the one encoder of persona and query text
+
+    vecs = encode_texts(student, texts)
     tokens = student.tokenizer(texts)
     return vecs, [int(n) for n in (tokens != 0).sum(dim=-1)]  # non-padding tokens, for `usage`
+
+
+def _encode_query(student, query: dict, reference, image, description, rule: str, joint_weight: float) -> np.ndarray:
+    from distill.queries import encode_queries, parse_query
+
+    q = parse_query(query)
+    item = getattr(q, "reference_item", None)
+    return encode_queries(student, [q], conversation_rule=rule,
+                          reference_embeddings={item: reference} if item is not None else None,
+                          reference_pixels={0: image} if image is not None else None,
+                          descriptions=[description], joint_weight=joint_weight)[0]
 
 
 def _raise_if_error(result):
@@ -142,6 +164,7 @@ class ImageIndex:
         self.versions.put(version, self._load(version))  # validated by the first check_health
         self._thumbs: OrderedDict[tuple, bytes] = OrderedDict()
         self._thumb_cache = thumbnail_cache
+        self._cands: OrderedDict[tuple, Any] = OrderedDict()  # (version, item, size) -> teacher Candidate
 
 
     def _load(self, version: str) -> LoadedIndex:
@@ -201,6 +224,70 @@ class ImageIndex:
                 self._thumbs.popitem(last=False)
         self._thumbs.move_to_end(key)
         return {"png": self._thumbs[key]}
+
+
+    async def vector(self, item_id: str, version: str) -> np.ndarray | None:
+        """The stored unit embedding of an indexed item (a composed query's reference); None if unknown."""
+        loaded = await self.versions.get(version)
+        row = loaded.rows.get(item_id)
+        if row is None:
+            return None
+        return await asyncio.to_thread(_stored_vector, self.index_dir, loaded, row, item_id)
+
+    async def candidates(self, item_ids: list[str], size: int, version: str) -> list:
+        """Teacher Candidates (title, text, category, `size` px white-padded thumbnail) of indexed items, in order;
+        unknown ids are left out, an unreadable image leaves `image` None."""
+        loaded = await self.versions.get(version)
+        out = []
+        for item_id in item_ids:
+            row = loaded.rows.get(item_id)
+            if row is None:
+                continue
+            key = (version, item_id, size)
+            if key not in self._cands:
+                self._cands[key] = await asyncio.to_thread(_candidate, loaded, row, item_id, size)
+                while len(self._cands) > self._thumb_cache:
+                    self._cands.popitem(last=False)
+            self._cands.move_to_end(key)
+            out.append(self._cands[key])
+        return out
+
+
+def _stored_vector(index_dir: str, loaded: LoadedIndex, row: int, item_id: str) -> np.ndarray:
+    """Exact for Flat (reconstruct); other factories (IVF, PQ: lossy or no direct map) read the version's
+    embeddings Parquet, falling back to reconstruct."""
+    import faiss
+    import pyarrow.parquet as pq
+
+    if not isinstance(loaded.index, faiss.IndexFlat):
+        files = idx.embedding_files(idx.version_dir(index_dir, loaded.version) / idx.EMBEDDINGS_DIR)
+        if files:
+            t = pq.read_table(files, columns=["item_id", "embedding"], filters=[("item_id", "=", item_id)])
+            if t.num_rows:
+                return np.asarray(t["embedding"][0].as_py(), np.float32)
+    return np.asarray(loaded.index.reconstruct(int(row)), np.float32)
+
+
+def _candidate(loaded: LoadedIndex, row: int, item_id: str, size: int):
+    import pyarrow.parquet as pq
+
+    from distill.images import ImageError, decode_image, white_pad_thumbnail
+    from distill.teacher.base import Candidate
+
+    root, ids = Path(loaded.manifest["catalog"]), loaded.ids
+    rel, rg, r = ids["file"][row].as_py(), ids["row_group"][row].as_py(), ids["row_in_group"][row].as_py()
+    meta = {"title": loaded.titles[row] or ""}
+    if rel is not None:
+        t = pq.ParquetFile(root / rel).read_row_group(rg, columns=["title", "text", "category"]).slice(r, 1)
+        meta = {k: t[k][0].as_py() or "" for k in ("title", "text", "category")}
+    image = None
+    data, path = idx.read_catalog_image(loaded.manifest["catalog"], ids, row)
+    if data is not None or path is not None:
+        try:
+            image = white_pad_thumbnail(decode_image(item_id, data, path), size)
+        except ImageError as err:
+            log.warning("no image for the teacher: %s", err)
+    return Candidate(item_id, image=image, **meta)
 
 
 def _top_k(loaded: LoadedIndex, vectors: np.ndarray, ks: list[int]) -> list[list[dict]]:

@@ -31,7 +31,8 @@ def make_serve_world(root: Path, student) -> dict:
 
 
 @contextmanager
-def running_retriever(index_dir: Path, cfg: ServeConfig, api_actor_options: dict | None = None):
+def running_retriever(index_dir: Path, cfg: ServeConfig, api_actor_options: dict | None = None, rerank=None,
+                      teacher=None):
     """Serve the retriever on a free loopback port at route "/"; yields {"port", "client", "url", "topology"}."""
     from ray import serve
 
@@ -39,7 +40,8 @@ def running_retriever(index_dir: Path, cfg: ServeConfig, api_actor_options: dict
 
     port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
-    serve.run(app.compose(str(index_dir), cfg, actor_options=SMALL, api_actor_options=api_actor_options),
+    serve.run(app.compose(str(index_dir), cfg, actor_options=SMALL, api_actor_options=api_actor_options,
+                          rerank=rerank, teacher=teacher),
               name="retriever", route_prefix="/", logging_config={"enable_access_log": False})
     client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60)
     try:
@@ -47,3 +49,70 @@ def running_retriever(index_dir: Path, cfg: ServeConfig, api_actor_options: dict
     finally:
         client.close()
         serve.shutdown()
+
+
+class FakeVLM:
+    """An OpenAI-compatible VLM on loopback for the re-ranking teacher (tests/test_teacher_openai.py's
+    FakeChatServer, answering by request): a rank request (it carries a JSON schema) gets the reversed
+    presentation order, a describe request `description`. `mode`: "ok", "garbage" (prose) or "slow"
+    (answers after `delay_s`). Every request body is in `.requests`."""
+
+    def __init__(self, description: str = "A blue ball.", delay_s: float = 5.0):
+        from test_teacher_openai import FakeChatServer
+
+        self.server = FakeChatServer([])
+        self.server.script = self  # FakeChatServer pops its next answer from here, after recording the body
+        self.mode, self.description, self.delay_s = "ok", description, delay_s
+
+    @property
+    def requests(self) -> list[dict]:
+        return self.server.requests
+
+    @property
+    def base_url(self) -> str:
+        return self.server.base_url
+
+    def __bool__(self) -> bool:
+        return True
+
+    def pop(self, _index: int = 0) -> tuple[int, str]:
+        import json
+        import time
+
+        body = self.server.requests[-1]
+        if self.mode == "slow":
+            time.sleep(self.delay_s)
+        if self.mode == "garbage":
+            return 200, "They are all lovely, honestly."
+        schema = body.get("response_format", {}).get("json_schema", {}).get("schema")
+        if schema is None:
+            return 200, self.description
+        n = schema["properties"]["ranking"]["maxItems"]
+        return 200, json.dumps({"ranking": list(range(n, 0, -1))})
+
+    def __enter__(self):
+        self.server.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        self.server.__exit__(*exc)
+
+
+def rerank_settings(base_url: str, k: int = 8, budget_s: float = 3.0):
+    """(RerankConfig, TeacherConfig) of a re-ranking openai teacher at `base_url`."""
+    from distill.settings import RerankConfig, TeacherConfig
+
+    teacher = TeacherConfig(backend="openai", openai={"base_url": base_url, "model": "fake-vlm", "max_retries": 0,
+                                                      "api_key_env": "DISTILL_TEST_NO_KEY"})
+    return RerankConfig(enabled=True, k=k, budget_s=budget_s), teacher
+
+
+def png_b64(colour=(220, 30, 30), size=(48, 48), fmt: str = "PNG") -> str:
+    import base64
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", size, colour).save(buf, format=fmt)
+    return base64.b64encode(buf.getvalue()).decode()

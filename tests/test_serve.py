@@ -15,7 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 from helpers_data import make_index
-from helpers_serve import SMALL, TOPOLOGIES, make_serve_world, running_retriever
+from helpers_serve import SMALL, TOPOLOGIES, FakeVLM, make_serve_world, png_b64, rerank_settings, running_retriever
 
 from distill import index as idx
 from distill.settings import ServeConfig
@@ -38,9 +38,19 @@ def world(tmp_path_factory, offline_student, topology):
 
 
 @pytest.fixture(scope="module")
-def server(world, ray_session, topology):
-    cfg = ServeConfig(version_poll_s=0.3, cors_origins=["http://shop.example"], max_k=20, topology=topology)
-    with running_retriever(world["index"], cfg) as running:
+def vlm():
+    """The re-ranking teacher: a fake OpenAI-compatible VLM on loopback (tests can switch its `mode`)."""
+    with FakeVLM(delay_s=6.0) as fake:
+        yield fake
+
+
+@pytest.fixture(scope="module")
+def server(world, ray_session, topology, vlm):
+    # Uploads up to 64 KiB: the size limits are exercised without multi-megabyte bodies.
+    cfg = ServeConfig(version_poll_s=0.3, cors_origins=["http://shop.example"], max_k=20, topology=topology,
+                      max_image_bytes=64 * 1024)
+    rerank, teacher = rerank_settings(vlm.base_url, k=8, budget_s=3.0)
+    with running_retriever(world["index"], cfg, rerank=rerank, teacher=teacher) as running:
         yield running
 
 
@@ -81,8 +91,37 @@ BAD_REQUESTS = [
     ("malformed json", "POST", "/search", {"content": b'{"query": "ball"', "headers": {"content-type": "application/json"}},
      422, "malformed JSON"),
     ("not an object", "POST", "/search", {"json": ["ball"]}, 422, "body"),
-    ("body too large", "POST", "/search", {"content": b"x" * 70_000, "headers": {"content-type": "application/json"}},
+    ("body too large", "POST", "/search", {"content": b"x" * 400_000, "headers": {"content-type": "application/json"}},
      413, "larger than"),
+    ("json body too large", "POST", "/v1/embeddings", {"content": b"x" * 70_000,
+                                                        "headers": {"content-type": "application/json"}}, 413, "larger than"),
+    ("empty conversation", "POST", "/search", {"json": {"query": {"kind": "conversation", "turns": []}}}, 422,
+     "query.turns"),
+    ("assistant-only conversation", "POST", "/search",
+     {"json": {"query": {"kind": "conversation", "turns": [{"role": "assistant", "content": "hi"}]}}}, 422, "query.turns"),
+    ("unknown query kind", "POST", "/search", {"json": {"query": {"kind": "persona", "text": "x"}}}, 422, "kind"),
+    ("two references", "POST", "/search", {"json": {"query": {"kind": "composed", "reference_item": "item-000",
+                                                              "reference_image": png_b64(), "modification": "red"}}},
+     422, "exactly one of reference_item or reference_image"),
+    ("unknown reference item", "POST", "/search",
+     {"json": {"query": {"kind": "composed", "reference_item": "no-such-item", "modification": "in red"}}}, 404,
+     "query.reference_item: unknown item id"),
+    ("upload type", "POST", "/search",
+     {"json": {"query": {"kind": "composed", "reference_image": png_b64(fmt="GIF"), "modification": "red"}}}, 415,
+     "query.reference_image: a GIF image"),
+    ("upload size", "POST", "/search",
+     {"json": {"query": {"kind": "composed", "reference_image": "iVBORw0KGgo" + "A" * 100_000, "modification": "x"}}},
+     413, "query.reference_image"),
+    ("upload pixels", "POST", "/search",
+     {"json": {"query": {"kind": "composed", "reference_image": png_b64(size=(4200, 4100)), "modification": "x"}}},
+     422, "query.reference_image: the image is 4200x4100"),
+    ("upload not base64", "POST", "/search",
+     {"json": {"query": {"kind": "composed", "reference_image": "not base64!", "modification": "x"}}}, 422,
+     "query.reference_image: not valid base64"),
+    ("upload undecodable", "POST", "/search",
+     {"json": {"query": {"kind": "composed", "reference_image": "iVBORw0KGgo" + "A" * 65, "modification": "x"}}}, 422,
+     "query.reference_image: the PNG image cannot be decoded"),
+    ("rerank as string", "POST", "/search", {"json": {"query": "ball", "rerank": "yes"}}, 422, "rerank"),
     ("unknown id", "GET", "/items/no-such-item/image", {}, 404, "unknown item id"),
     ("corrupt item is unknown", "GET", "/items/item-011/image", {}, 404, "unknown item id"),
     ("path-like id", "GET", "/items/..%2F..%2Fetc%2Fpasswd/image", {}, 404, "unknown item id"),
@@ -213,7 +252,7 @@ def test_single_topology_answers_like_split(server, world):
 
     if server["topology"] != "split":
         pytest.skip("compared once, from the split server")
-    cfg = ServeConfig(max_k=20, topology="single")
+    cfg = ServeConfig(max_k=20, topology="single", max_image_bytes=64 * 1024)  # the schema's limits as the server's
     serve.run(app.compose(str(world["index"]), cfg, actor_options=SMALL), name="single", route_prefix="/single",
               logging_config={"enable_access_log": False})
     try:
@@ -301,4 +340,77 @@ def test_hot_swap_under_concurrent_load_has_zero_errors(server, world):
     assert {world["v1"]["version"], v2["version"]} <= versions
     status = server["client"].get("/status").json()
     assert status["version"] == v2["version"] and status["model"] == str(Path(model_b).resolve())
+
+
+# ------------------------------------------------------------------- query kinds and teacher re-ranking
+
+
+def _ids(body: dict) -> list[str]:
+    return [h["item_id"] for h in body["results"]]
+
+
+QUERY_KINDS = [
+    ("text object", {"kind": "text", "text": "a red ball"}),
+    ("conversation", {"kind": "conversation", "turns": [{"role": "user", "content": "a toy for my nephew"},
+                                                        {"role": "assistant", "content": "Which colour?"},
+                                                        {"role": "user", "content": "something blue"}]}),
+    ("composed item", {"kind": "composed", "reference_item": "item-000", "modification": "in blue"}),
+    ("composed upload", {"kind": "composed", "reference_image": png_b64((30, 60, 220)), "modification": "a box"}),
+]
+
+
+@pytest.mark.parametrize("name,query", QUERY_KINDS, ids=[q[0] for q in QUERY_KINDS])
+def test_every_query_kind_returns_results(server, vlm, name, query):
+    vlm.mode = "ok"
+    r = server["client"].post("/search", json={"query": query, "k": 4})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["kind"] == query["kind"] and len(body["results"]) == 4 and not body["reranked"]
+    if query["kind"] == "composed":  # the teacher described the target: the joint query ranked
+        assert body["description"] == vlm.description and body["scorer"] == "joint(w=0.5)", body
+    else:
+        assert body["scorer"] == "student" and body["description"] is None
+    if name == "text object":  # the same ranking as the plain string body
+        plain = server["client"].post("/search", json={"query": "a red ball", "k": 4}).json()
+        assert _ids(plain) == _ids(body) and plain["kind"] == "text" and plain["query"] == "a red ball"
+
+
+def test_teacher_rerank_then_cache_hit(server, vlm):
+    c, vlm.mode = server["client"], "ok"
+    student = c.post("/search", json={"query": "a green kite for a windy day", "k": 8}).json()
+    before = len(vlm.requests)
+    r = c.post("/search", json={"query": "a green kite for a windy day", "k": 8, "rerank": True})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["reranked"] and body["scorer"] == "student+teacher-rerank" and body["rerank_reason"] is None
+    assert sorted(_ids(body)) == sorted(_ids(student))  # the same top 8, re-ordered by the teacher
+    assert body["teacher"]["cached"] is False and body["teacher"]["prompt_tokens"] > 8 * 64
+    [sent] = vlm.requests[before:]
+    assert sum(p["type"] == "image_url" for p in sent["messages"][0]["content"]) == 8
+    assert sent["response_format"]["json_schema"]["schema"]["properties"]["ranking"]["maxItems"] == 8  # N > 6
+    again = c.post("/search", json={"query": "a green kite for a windy day", "k": 8, "rerank": True}).json()
+    assert again["teacher"]["cached"] is True and _ids(again) == _ids(body)
+    assert len(vlm.requests) == before + 1  # answered from the cache
+    fewer = c.post("/search", json={"query": "a green kite for a windy day", "k": 3, "rerank": True}).json()
+    assert _ids(fewer) == _ids(body)[:3] and fewer["teacher"]["cached"]  # k < rerank.k: the teacher's top 3
+
+
+@pytest.mark.parametrize("mode,reason", [("garbage", "unusable"), ("slow", "")])
+def test_failing_teacher_leaves_the_students_order(server, vlm, mode, reason):
+    c = server["client"]
+    query = f"a purple box, asked with a {mode} teacher"
+    student = c.post("/search", json={"query": query, "k": 6}).json()
+    vlm.mode = mode
+    try:
+        t0 = time.time()
+        r = c.post("/search", json={"query": query, "k": 6, "rerank": True})
+        took = time.time() - t0
+    finally:
+        vlm.mode = "ok"
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert not body["reranked"] and body["scorer"] == "student" and _ids(body) == _ids(student)
+    assert reason in body["rerank_reason"] and body["rerank_reason"], body
+    if mode == "slow":  # the 3 s budget, not the fake's 6 s
+        assert took < 5.5 and ("budget" in body["rerank_reason"] or "Timeout" in body["rerank_reason"]), body
 

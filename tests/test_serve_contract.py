@@ -16,7 +16,7 @@ from pathlib import Path
 import jsonschema
 import pytest
 import yaml
-from helpers_serve import TOPOLOGIES, make_serve_world, running_retriever
+from helpers_serve import TOPOLOGIES, make_serve_world, png_b64, running_retriever
 
 from distill.config import ConfigError
 from distill.settings import ServeConfig, load_pipeline_config
@@ -91,9 +91,35 @@ def request_schema(openapi: dict, path: str) -> dict:
 BAD_BODIES = [
     ("/search", {"query": "", "k": 3}),
     ("/search", {"query": "ball", "k": "5"}),
+    ("/search", {"query": {"kind": "conversation", "turns": []}}),
+    ("/search", {"query": {"kind": "composed", "modification": "in red"}}),  # no reference
+    ("/search", {"query": {"kind": "composed", "reference_image": "not base64!", "modification": "x"}}),
     ("/v1/embeddings", {"input": ["ok", " "]}),
     ("/v1/embeddings", {"input": "a", "dimensions": 3}),  # checked after embedding, same body
 ]
+
+
+def test_search_request_schema_documents_every_query_kind(server):
+    """The string body of old, and one object per kind (a oneOf on `kind`, with examples); rerank a boolean."""
+    schema = request_schema(server["openapi"], "/search")
+    for body in [{"query": "a red ball", "k": 3},
+                 {"query": {"kind": "text", "text": "a red ball"}, "rerank": True},
+                 {"query": {"kind": "conversation", "turns": [{"role": "user", "content": "a toy"}]}},
+                 {"query": {"kind": "composed", "reference_item": "item-000", "modification": "in red"}},
+                 {"query": {"kind": "composed", "reference_image": png_b64(), "modification": "in red"}}]:
+        jsonschema.validate(body, schema)
+    for bad in [{"query": {"kind": "conversation", "turns": []}},
+                {"query": {"kind": "conversation", "turns": [{"role": "assistant", "content": "hi"}]}},
+                {"query": {"kind": "composed", "reference_item": "a", "reference_image": png_b64(), "modification": "x"}},
+                {"query": {"kind": "composed", "modification": "x"}},
+                {"query": "ball", "rerank": "yes"}]:
+        with pytest.raises(jsonschema.ValidationError):
+            jsonschema.validate(bad, schema)
+    components = server["openapi"]["components"]["schemas"]
+    assert {"TextQuery", "ConversationQuery", "ComposedQuery"} <= set(components)
+    assert all(components[n].get("examples") for n in ("TextQuery", "ConversationQuery", "ComposedQuery"))
+    responses = server["openapi"]["paths"]["/search"]["post"]["responses"]
+    assert {"404", "413", "415", "422"} <= set(responses)
 
 
 @pytest.mark.parametrize("path,body", BAD_BODIES)
@@ -115,6 +141,11 @@ def test_error_statuses_the_routes_answer_are_documented(server):
     large = c.post("/v1/embeddings", content=b"x" * 70_000, headers={**KEY, "content-type": "application/json"})
     assert large.status_code == 413
     jsonschema.validate(large.json(), response_schema(openapi, "/v1/embeddings", "post", 413))
+    for query, status in [({"kind": "composed", "reference_item": "no-such-item", "modification": "red"}, 404),
+                          ({"kind": "composed", "reference_image": png_b64(fmt="GIF"), "modification": "red"}, 415)]:
+        r = c.post("/search", json={"query": query}, headers=KEY)
+        assert r.status_code == status, r.text
+        jsonschema.validate(r.json(), response_schema(openapi, "/search", "post", status))
 
 
 @pytest.mark.parametrize("body", [{"input": ""}, {"input": " \t"}, {"input": []}, {"input": ["x" * 2001]}])
@@ -135,19 +166,38 @@ def test_open_healthz_shows_no_paths_and_status_needs_the_key(server, world):
     assert status["model"] == str(Path(world["model"]).resolve()) and status["ntotal"] == 11
 
 
+ST_HOOKS = """
+import schemathesis
+
+
+@schemathesis.hook
+def map_case(context, case):
+    body, meta = case.body, case.meta
+    if meta is not None and meta.generation.mode.is_positive and isinstance(body, dict):
+        query = body.get("query")
+        if isinstance(query, dict) and isinstance(query.get("reference_image"), str):
+            case.body = {{**body, "query": {{**query, "reference_image": "{png}"}}}}
+    return case
+"""
+
+
 def test_schemathesis_finds_no_contract_violation(server, tmp_path):
     """Every check, every documented operation, EXAMPLES_PER_OPERATION generated cases each (about 1-2 min).
 
     `max_response_time` is 60 s, not the default 10 s: it is there to catch hangs, not to time a shared CPU.
     """
     st = Path(sys.executable).parent / "st"
+    # Whether uploaded bytes decode as an image is beyond JSON Schema: a *positive* case that carries a
+    # reference_image gets a real PNG, so "valid data is accepted" is checked for uploads too (negative
+    # cases keep their generated strings and must be refused).
+    (tmp_path / "st_hooks.py").write_text(ST_HOOKS.format(png=png_b64((30, 60, 220), (16, 16))))
     cmd = [str(st), "run", f"{server['url']}/openapi.json", "--checks", "all", "--max-examples",
            str(EXAMPLES_PER_OPERATION), "--header", f"X-API-Key: {API_KEY}", "--seed", "1", "--workers", "1",
            "--request-timeout", "60", "--max-response-time", "60", "--no-color"]
     t0 = time.time()
     # cwd: schemathesis keeps a .schemathesis/ cache in its working directory, not in the checkout.
     run = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=600, cwd=tmp_path,
-                         env={**os.environ, "NO_COLOR": "1"})
+                         env={**os.environ, "NO_COLOR": "1", "SCHEMATHESIS_HOOKS": str(tmp_path / "st_hooks.py")})
     summary = run.stdout[-6000:]
     print(f"schemathesis: {time.time() - t0:.0f}s\n{summary}")
     assert run.returncode == 0, summary + run.stderr[-2000:]
