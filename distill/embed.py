@@ -18,7 +18,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from distill.data.layout import catalog_files, catalog_root
-from distill.schemas import embeddings_schema
+from distill.schemas import SPLITS, embeddings_schema
 
 log = logging.getLogger(__name__)
 
@@ -192,9 +192,16 @@ def embed_catalog(model, catalog_dir: str | Path, split: str | None = None, *, o
         from distill.student import load_or_build
 
         student = load_or_build(student if student is not None else model_arg)
-        if cache is not None and output == "embedding" and student.has_trunk_and_head:
+        if cache_dir is not None and output == "embedding" and student.has_trunk_and_head:
             res = _project_shared_trunk(student, catalog_dir, split, cache_dir, batch_size, torch_threads, progress)
-            cache.put(res)
+            if out_dir is not None:  # the index: the same vectors, streamed to Parquet like the other paths
+                sink = _ParquetSink(out_dir, rows_per_file)
+                for i in range(0, res.n, rows_per_file):
+                    sink.write(res.item_ids[i:i + rows_per_file], res.embeddings[i:i + rows_per_file])
+                sink.close()
+                res.files = sink.files
+            if cache is not None:
+                cache.put(res)
             return res
         embedder = ImageEmbedder(student, str(catalog_root(catalog_dir)), torch_threads=torch_threads, output=output)
         batches = in_process_batches(catalog_dir, split, batch_size, embedder)
@@ -252,6 +259,13 @@ def trunk_features(model, catalog_dir: str | Path, split: str | None, *, cache_d
     student = load_or_build(model)
     if not student.has_trunk_and_head:
         raise ValueError(f"{student.spec.model_name}: not a trunk + head image tower, so it has no trunk features")
+    if split is None and cache_dir:  # the whole catalog = its splits: reuse (and fill) each split's entry
+        parts = [trunk_features(student, catalog_dir, s, cache_dir=cache_dir, batch_size=batch_size,
+                                torch_threads=torch_threads, progress=progress) for s in SPLITS]
+        dims = [p.embeddings for p in parts if p.n]
+        return EmbeddingResult(item_ids=[i for p in parts for i in p.item_ids],
+                               embeddings=np.concatenate(dims) if dims else np.zeros((0, 0), np.float32),
+                               errors=[e for p in parts for e in p.errors], seconds=sum(p.seconds for p in parts))
     cache = EmbeddingCache.for_trunk(cache_dir, student.trunk_digest(), catalog_dir, split) if cache_dir else None
     if cache is not None and (hit := cache.get()) is not None:
         log.info("trunk features of %s (split=%s) from the cache: %d images", catalog_dir, split, hit.n)

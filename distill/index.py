@@ -310,10 +310,12 @@ def stage_dir(out_dir: str | Path, model_dir: str | Path, catalog_dir: str | Pat
 
 
 def build_index(model_dir: str | Path, catalog_dir: str | Path, out_dir: str | Path, cfg: IndexConfig | None = None,
-                *, make_current: bool = True, progress: bool = True, in_process_max: int = 0) -> dict:
+                *, make_current: bool = True, progress: bool = True, in_process_max: int = 0,
+                cache_dir: str | Path | None = None) -> dict:
     """Embed the catalog with the student in `model_dir` (streaming), build FAISS, publish a version.
 
-    Up to `in_process_max` images are embedded in this process, more through Ray Data (distill.embed).
+    Up to `in_process_max` images are embedded in this process, more through Ray Data (distill.embed);
+    with `cache_dir` a trunk + head student projects the trunk features the other stages cached per split.
     Returns the version's manifest. The version is staged in a hidden sibling and renamed into
     place, then CURRENT is switched (unless make_current=False), so a server never sees half an index.
     """
@@ -326,7 +328,8 @@ def build_index(model_dir: str | Path, catalog_dir: str | Path, out_dir: str | P
     try:
         emb = embed_catalog(model_dir, catalog, split=cfg.split, out_dir=stage / EMBEDDINGS_DIR, keep_in_memory=False,
                             batch_size=cfg.batch_size, concurrency=cfg.concurrency, num_cpus=cfg.num_cpus,
-                            num_gpus=cfg.num_gpus, progress=progress, in_process_max=in_process_max)
+                            num_gpus=cfg.num_gpus, progress=progress, in_process_max=in_process_max,
+                            cache_dir=cache_dir)
         t_embed = time.time() - t0
         return publish_version(stage / EMBEDDINGS_DIR, catalog, model_dir, Path(out_dir), cfg, emb.errors,
                                make_current, progress, {"embed": round(t_embed, 2), "total": round(time.time() - t0, 2)})

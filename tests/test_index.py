@@ -184,3 +184,20 @@ def test_build_index_with_ray_data_skips_corrupt_images(tmp_path, ray_session, m
     assert sorted(ids["item_id"].to_pylist()) == [f"item-{i:03d}" for i in range(10) if i != 7]
     assert json.loads((out / manifest["version"] / "manifest.json").read_text())["catalog"] == str(catalog.resolve())
     assert not list(out.glob(".*.tmp"))  # the staging dir was renamed into place
+
+
+def test_index_from_cached_trunk_features_matches_the_pixel_path(tmp_path, model_dir):
+    """The index stage projects the per-split trunk features the other stages cached (no second pass over
+    the images); the vectors are the pixel path's, and unreadable images are still skipped and counted."""
+    catalog = make_catalog(tmp_path / "cat", n=9, corrupt=("item-004",))
+    cfg = IndexConfig(batch_size=4)
+    plain = idx.build_index(model_dir, catalog, tmp_path / "a", cfg, progress=False, in_process_max=100)
+    cached = idx.build_index(model_dir, catalog, tmp_path / "b", cfg, progress=False, in_process_max=100,
+                             cache_dir=tmp_path / "cache")
+    ids_a, emb_a = _read_embeddings(tmp_path / "a" / plain["version"] / idx.EMBEDDINGS_DIR)
+    ids_b, emb_b = _read_embeddings(tmp_path / "b" / cached["version"] / idx.EMBEDDINGS_DIR)
+    assert sorted(ids_a) == sorted(ids_b) and len(ids_a) == 8
+    by_id = dict(zip(ids_a, emb_a))
+    assert np.allclose(np.stack([by_id[i] for i in ids_b]), emb_b, atol=1e-5)
+    assert cached["skipped"] == plain["skipped"] == 1
+    assert any((tmp_path / "cache").rglob("*")), "the per-split trunk features were not cached"

@@ -40,7 +40,7 @@ def run(cfg: PipelineConfig, args: argparse.Namespace) -> dict:
     model, catalog, out = _inputs(cfg, args)
     log.info("embedding %s with %s -> %s", catalog, model, out)
     manifest = build_index(model, catalog, out, cfg.index, make_current=not args.no_switch,
-                           in_process_max=cfg.embed.in_process_max)
+                           in_process_max=cfg.embed.in_process_max, cache_dir=cfg.embed_options()["cache_dir"])
     log.info("%s", describe(manifest))
     return {k: manifest[k] for k in SUMMARY_KEYS}
 
