@@ -132,7 +132,8 @@ def test_real_cpu_teacher_evaluation_is_cached_on_rerun(tmp_path, ray_session, o
     save_student(offline_student, tmp_path / "models" / "base")
     cfg = PipelineConfig.model_validate({
         "paths": {"workdir": str(tmp_path), "catalog": "{workdir}/catalog", "personas": "{workdir}/personas"},
-        "evaluate": {"n_personas": 2, "groups_per_persona": 2, "grid_personas": 1},
+        "evaluate": {"n_personas": 2, "groups_per_persona": 2, "grid_personas": 1,
+                     "conversations": False, "composed": False},  # tests/test_eval_queries.py covers those
         "label": {"batch_size": 8, "chunk_size": 16},
     })
     first = run_evaluation(cfg, progress=False).report

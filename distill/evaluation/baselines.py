@@ -68,8 +68,10 @@ class _FrozenTextTowerScorer:
     """Shared by scorers whose persona side is a student's frozen text tower (`load()` sets `_student`)."""
 
     def persona_embeddings(self, persona_texts: list[str]) -> np.ndarray:
+        from distill.queries import encode_texts
+
         self.load()
-        return self._student.encode_texts(list(persona_texts)).numpy().astype(np.float32)
+        return encode_texts(self._student, list(persona_texts))  # the one persona/query text encoder
 
     def scores(self, persona_texts: list[str], item_ids: list[str], persona_batch: int = 256) -> np.ndarray:
         return cosine_scores(self, persona_texts, item_ids, persona_batch)
@@ -144,7 +146,9 @@ class TextOnlyScorer(_FrozenTextTowerScorer):
         if missing:
             raise KeyError(f"{len(missing)} pool item(s) not in catalog {self.catalog_dir} split "
                            f"{self.split!r}, e.g. {missing[:3]}")
-        return self._student.encode_texts([text_of[i] for i in item_ids]).numpy().astype(np.float32)
+        from distill.queries import encode_texts
+
+        return encode_texts(self._student, [text_of[i] for i in item_ids])
 
 
 @dataclass

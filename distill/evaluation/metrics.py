@@ -129,3 +129,42 @@ def full_ndcg(model_scores: np.ndarray, teacher_scores: np.ndarray, k: int = 10)
         value = retrieval_normalized_dcg(torch.as_tensor(model_scores[r, seen]), torch.as_tensor(rel), top_k=k)
         out[r] = 100.0 * float(value)
     return out
+
+
+# ------------------------------------------------------------------- held-out queries (issue 12)
+
+
+def target_ranks(scores: np.ndarray, target_idx: np.ndarray, exclude_idx: np.ndarray | None = None) -> np.ndarray:
+    """Per query (row): the 1-based rank of its target column, ties counted against the model (rank = 1 +
+    the other candidates scoring >= the target). `exclude_idx` (optional, -1 = none): a column per row
+    that is not a candidate (a composed query's own reference image)."""
+    scores = np.asarray(scores, dtype=np.float64)
+    target_idx = np.asarray(target_idx, dtype=np.int64)
+    if scores.ndim != 2 or scores.shape[0] != target_idx.shape[0]:
+        raise ValueError(f"scores must be [Q, N] with Q = len(target_idx); got {scores.shape} and {target_idx.shape}")
+    rows = np.arange(len(target_idx))
+    at_least = scores >= scores[rows, target_idx][:, None]
+    at_least[rows, target_idx] = False
+    if exclude_idx is not None:
+        exclude_idx = np.asarray(exclude_idx, dtype=np.int64)
+        has = exclude_idx >= 0
+        at_least[rows[has], exclude_idx[has]] = False
+    return 1 + at_least.sum(axis=1)
+
+
+def ranks_in_orders(orders: list[list[str]], targets: list[str]) -> np.ndarray:
+    """1-based position of each target in its order (a re-ranked list of ids); len(order) + 1 when absent."""
+    return np.array([order.index(t) + 1 if t in order else len(order) + 1 for order, t in zip(orders, targets)],
+                    dtype=np.int64)
+
+
+def hits_at(ranks: np.ndarray, k: int) -> np.ndarray:
+    """Per query 100.0 when the target's rank is within k, else 0.0 (its mean is HR@k / R@k in %)."""
+    return np.where(np.asarray(ranks) <= k, 100.0, 0.0)
+
+
+def rank_percentiles(ranks: np.ndarray, n: int) -> np.ndarray:
+    """The winner percentile of `winner_percentiles` from a rank among n candidates: 100 * (n - rank) / (n - 1)."""
+    if n < 2:
+        raise ValueError("a percentile rank needs at least 2 candidates")
+    return 100.0 * (n - np.asarray(ranks, dtype=np.float64)) / (n - 1)

@@ -87,6 +87,8 @@ class ReportData:
     ci_level: float = 0.95
     delta_vs: str = "base"
     seed: int = 0
+    sections: list[str] = field(default_factory=list)  # extra markdown sections (held-out queries, issue 12)
+    section_results: list[dict] = field(default_factory=list)  # their results.jsonl lines
 
     @property
     def ndcg_key(self) -> str:
@@ -200,6 +202,7 @@ def render_markdown(data: ReportData, pngs: list[str]) -> str:
         + (f" {data.ndcg_key}: NDCG@{data.full_ndcg_k} of the whole pool against the teacher's full ranking."
            if any(m.ndcg for m in data.models) else ""),
         "",
+        *[f"{section}\n" for section in data.sections],
         "## Teacher calls",
         "",
         *tournament_lines(data),
@@ -231,6 +234,7 @@ def write_results_jsonl(data: ReportData, path: Path) -> Path:
         lines.append({"type": "full_ranking", **common, **data.full_ranking})
     for sampler, points in data.curves.items():
         lines += [{"type": "curve", "sampler": sampler, **common, **asdict(p)} for p in points]
+    lines += [{**common, **line} for line in data.section_results]
     path.write_text("".join(json.dumps(line, sort_keys=True) + "\n" for line in lines))
     return path
 

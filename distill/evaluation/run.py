@@ -8,7 +8,8 @@ Steps (docs/evaluation.md): every test persona (or the first `n_personas`) and a
 `n_items` readable test images -> one knockout per persona judged by the teacher (cached in the label
 store) -> teacher-ranked random groups for NDCG/recall (cached too) -> the teacher's full scores of the
 pool, where it can score cheaply (NDCG@10) -> every model's [P, N] scores -> metrics, bootstrap
-intervals over personas -> report.md, results.jsonl, per_persona.parquet, winners-*.parquet, plots.
+intervals over personas -> report.md, results.jsonl, per_persona.parquet, winners-*.parquet, plots; then the
+held-out query sections (conversations, composed queries: distill.evaluation.query_sections).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from distill.evaluation.baselines import (
 )
 from distill.evaluation.full_ranking import TeacherScores, teacher_full_scores, winner_agreement_with_scores
 from distill.evaluation.metrics import full_ndcg, group_metrics, winner_metrics, winner_percentiles
+from distill.evaluation.query_sections import run_query_sections
 from distill.evaluation.report import CurvePoint, ModelResult, ReportData, write_report
 from distill.evaluation.tournament import (
     VARIANT_TASK,
@@ -53,6 +55,8 @@ class EvalOutcome:
     report: ReportData
     out_dir: Path
     files: list[Path] = field(default_factory=list)
+    queries: dict = field(default_factory=dict)  # held-out query sections: headline numbers per model
+    query_seconds: dict[str, float] = field(default_factory=dict)  # wall time each section added
 
 
 def eval_personas(cfg) -> tuple[list[str], list[str]]:
@@ -325,10 +329,13 @@ def run_evaluation(cfg, *, progress: bool = True) -> EvalOutcome:
                                pool) if ev.full_ranking else TeacherScores(None, "evaluate.full_ranking is false")
     skipped: dict[str, str] = {}
     results = {}
-    for entry in model_entries(cfg, skipped):
+    entries = model_entries(cfg, skipped)
+    for entry in entries:
         results[entry.name] = evaluate_model(entry, persona_ids, persona_texts, pool, truth.winners, groups, cfg,
                                              full.scores)
     curves = sampler_curves(cfg, persona_ids, persona_texts, pool, truth.winners, results, skipped)
+    queries = run_query_sections(cfg, entries, persona_ids, persona_texts, pool, truth.winners, store)
+    files += queries.files
 
     data = ReportData(
         persona_set=_dataset_label(cfg.path("personas")), catalog=_dataset_label(cfg.path("catalog")),
@@ -339,10 +346,11 @@ def run_evaluation(cfg, *, progress: bool = True) -> EvalOutcome:
         teacher=truth_teacher_id(cfg), grid_personas=ev.grid_personas,
         full_ranking=full_ranking_summary(full, pool, persona_ids, truth.winners, ev.full_ndcg_k),
         full_ndcg_k=ev.full_ndcg_k, bootstrap=ev.bootstrap, ci_level=ev.ci_level, delta_vs=ev.delta_vs, seed=ev.seed,
+        sections=queries.markdown, section_results=queries.results,
     )
     files += write_report(data, out_dir)
     log.info(f"report: {out_dir / 'report.md'}")
-    return EvalOutcome(data, out_dir, files)
+    return EvalOutcome(data, out_dir, files, queries.summary, queries.seconds)
 
 
 def full_ranking_summary(full: TeacherScores, pool, persona_ids, winners, k: int) -> dict:
