@@ -259,7 +259,10 @@ def trunk_features(model, catalog_dir: str | Path, split: str | None, *, cache_d
     student = load_or_build(model)
     if not student.has_trunk_and_head:
         raise ValueError(f"{student.spec.model_name}: not a trunk + head image tower, so it has no trunk features")
-    if split is None and cache_dir:  # the whole catalog = its splits: reuse (and fill) each split's entry
+    if split is None and cache_dir and all(
+            EmbeddingCache.for_trunk(cache_dir, student.trunk_digest(), catalog_dir, s).path.exists() for s in SPLITS):
+        # The whole catalog = its splits, each already cached by the stages before (the index stage after
+        # label, train and evaluate): no second pass over the images.
         parts = [trunk_features(student, catalog_dir, s, cache_dir=cache_dir, batch_size=batch_size,
                                 torch_threads=torch_threads, progress=progress) for s in SPLITS]
         dims = [p.embeddings for p in parts if p.n]

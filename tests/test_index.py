@@ -186,12 +186,18 @@ def test_build_index_with_ray_data_skips_corrupt_images(tmp_path, ray_session, m
     assert not list(out.glob(".*.tmp"))  # the staging dir was renamed into place
 
 
-def test_index_from_cached_trunk_features_matches_the_pixel_path(tmp_path, model_dir):
+def test_index_from_cached_trunk_features_matches_the_pixel_path(tmp_path, model_dir, monkeypatch):
     """The index stage projects the per-split trunk features the other stages cached (no second pass over
     the images); the vectors are the pixel path's, and unreadable images are still skipped and counted."""
+    from distill.embed import trunk_features
+    from distill.schemas import SPLITS
+
     catalog = make_catalog(tmp_path / "cat", n=9, corrupt=("item-004",))
     cfg = IndexConfig(batch_size=4)
     plain = idx.build_index(model_dir, catalog, tmp_path / "a", cfg, progress=False, in_process_max=100)
+    for split in SPLITS:  # what label, train and evaluate leave in the cache
+        trunk_features(model_dir, catalog, split, cache_dir=tmp_path / "cache", progress=False)
+    monkeypatch.setattr("distill.embed.in_process_batches", lambda *a, **k: pytest.fail("the images were read again"))
     cached = idx.build_index(model_dir, catalog, tmp_path / "b", cfg, progress=False, in_process_max=100,
                              cache_dir=tmp_path / "cache")
     ids_a, emb_a = _read_embeddings(tmp_path / "a" / plain["version"] / idx.EMBEDDINGS_DIR)
@@ -200,4 +206,3 @@ def test_index_from_cached_trunk_features_matches_the_pixel_path(tmp_path, model
     by_id = dict(zip(ids_a, emb_a))
     assert np.allclose(np.stack([by_id[i] for i in ids_b]), emb_b, atol=1e-5)
     assert cached["skipped"] == plain["skipped"] == 1
-    assert any((tmp_path / "cache").rglob("*")), "the per-split trunk features were not cached"
