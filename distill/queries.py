@@ -24,7 +24,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Annotated, Literal, Union
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, TypeAdapter, field_validator, model_validator
 
 if TYPE_CHECKING:  # pragma: no cover
     from PIL import Image
@@ -44,28 +44,28 @@ def _not_blank(value: str, what: str) -> str:
     return value
 
 
+def _text_field(what: str, max_chars: int):
+    """A str of 1..max_chars characters that is not blank (the error says '<what> is blank')."""
+    return Annotated[str, Field(min_length=1, max_length=max_chars), AfterValidator(lambda v: _not_blank(v, what))]
+
+
+TurnContent = _text_field("turn content", MAX_TEXT_CHARS)
+QueryText = _text_field("query text", MAX_TEXT_CHARS)
+Modification = _text_field("modification", MAX_MODIFICATION_CHARS)
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
 class Turn(_Strict):
     role: Literal["user", "assistant"]
-    content: str = Field(min_length=1, max_length=MAX_TEXT_CHARS)
-
-    @field_validator("content")
-    @classmethod
-    def _content(cls, v: str) -> str:
-        return _not_blank(v, "turn content")
+    content: TurnContent
 
 
 class TextQuery(_Strict):
     kind: Literal["text"] = "text"
-    text: str = Field(min_length=1, max_length=MAX_TEXT_CHARS)
-
-    @field_validator("text")
-    @classmethod
-    def _text(cls, v: str) -> str:
-        return _not_blank(v, "query text")
+    text: QueryText
 
 
 class ConversationQuery(_Strict):
@@ -88,12 +88,7 @@ class ComposedQuery(_Strict):
     kind: Literal["composed"]
     reference_item: str | None = Field(default=None, min_length=1)
     reference_image: str | None = Field(default=None, min_length=1)  # base64; Serve decodes and checks it
-    modification: str = Field(min_length=1, max_length=MAX_MODIFICATION_CHARS)
-
-    @field_validator("modification")
-    @classmethod
-    def _modification(cls, v: str) -> str:
-        return _not_blank(v, "modification")
+    modification: Modification
 
     @model_validator(mode="after")
     def _one_reference(self) -> "ComposedQuery":

@@ -189,30 +189,39 @@ class Teacher(ABC):
     def answer(self, requests: list[TeacherRequest]) -> list[TeacherAnswer]:
         """Ask, parse, repair once (per config), and return one answer per request. Never raises on bad text."""
         answers = {r.key: TeacherAnswer(r.key, r.presented, None, "", 0, 0.0) for r in requests}
-        pending = list(requests)
-        for attempt in range(1 + max(0, self.cfg.repair_retries)):
+
+        def accept(ans: TeacherAnswer, req: TeacherRequest, parsed: ParsedRanking) -> None:
+            ans.ranking = [req.presented[k - 1] for k in parsed.order]
+
+        self._ask(list(requests), answers, self._generate, lambda raw, req: parse_ranking(raw, req.n), accept)
+        return [answers[r.key] for r in requests]
+
+    def _ask(self, pending: list, answers: dict, generate, parse, accept) -> None:
+        """The one ask -> parse -> repair loop of rankings and descriptions. `generate(jobs)` gives raw texts
+        for (request, repair history) jobs; `parse(raw, request)` a parsed answer or the reason it is not one
+        (a str: asked again with the reason, up to `repair_retries` times); `accept(answer, request, parsed)`
+        stores a parsed answer. Transport failures are not repaired: the backend already retried them."""
+        for _ in range(1 + max(0, self.cfg.repair_retries)):
             if not pending:
                 break
-            gens = self._generate([(r, answers[r.key].repairs) for r in pending])
             still = []
-            for req, gen in zip(pending, gens):
+            for req, gen in zip(pending, generate([(r, answers[r.key].repairs) for r in pending])):
                 ans = answers[req.key]
                 ans.attempts += 1
                 ans.latency_s += gen.latency_s
-                if gen.error is not None:  # transport failure: the backend already retried it
-                    ans.error, ans.raw_output = f"teacher_error:{gen.error}", gen.text or ""
-                    continue
                 ans.raw_output = gen.text or ""
-                parsed = parse_ranking(ans.raw_output, req.n)
-                if isinstance(parsed, ParsedRanking):
-                    ans.ranking = [req.presented[k - 1] for k in parsed.order]
-                    ans.error = None
-                else:
+                if gen.error is not None:
+                    ans.error = f"teacher_error:{gen.error}"
+                    continue
+                parsed = parse(ans.raw_output, req)
+                if isinstance(parsed, str):
                     ans.error = f"parse:{parsed}"
                     ans.repairs.append((ans.raw_output, parsed))
                     still.append(req)
+                else:
+                    accept(ans, req, parsed)
+                    ans.error = None
             pending = still
-        return [answers[r.key] for r in requests]
 
     # ---- one-off conveniences (the evaluation tournament, notebooks) -------------------------------
     def rank(self, persona_text: str, candidates: list[Candidate], persona_id: str = "adhoc",
@@ -245,27 +254,12 @@ class Teacher(ABC):
         """Ask, clean (`parse_description`), repair per `repair_retries`; one answer per request, never raises
         on bad text (the drop reason is in `error`)."""
         answers = {r.key: DescribeAnswer(r.key, r.reference_id, r.modification, None, "", 0, 0.0) for r in requests}
-        pending = list({r.key: r for r in requests}.values())
-        for _ in range(1 + max(0, self.cfg.repair_retries)):
-            if not pending:
-                break
-            still = []
-            for req, gen in zip(pending, self._generate_describe([(r, answers[r.key].repairs) for r in pending])):
-                ans = answers[req.key]
-                ans.attempts += 1
-                ans.latency_s += gen.latency_s
-                ans.raw_output = gen.text or ""
-                if gen.error is not None:
-                    ans.error = f"teacher_error:{gen.error}"
-                    continue
-                parsed = parse_description(ans.raw_output)
-                if isinstance(parsed, ParsedDescription):
-                    ans.description, ans.error = parsed.text, None
-                else:
-                    ans.error = f"parse:{parsed}"
-                    ans.repairs.append((ans.raw_output, parsed))
-                    still.append(req)
-            pending = still
+
+        def accept(ans: DescribeAnswer, req: DescribeRequest, parsed: ParsedDescription) -> None:
+            ans.description = parsed.text
+
+        self._ask(list({r.key: r for r in requests}.values()), answers, self._generate_describe,
+                  lambda raw, req: parse_description(raw), accept)
         return [answers[r.key] for r in requests]
 
     def describe(self, reference: Candidate, modification: str, reference_id: str | None = None) -> str:
