@@ -1,7 +1,7 @@
-"""Does the served index's ANN choice (distill.ann) hold at 1M? Recall, QPS, memory and build time.
+"""Does the served index's ANN choice (distill.index.ann) hold at 1M? Recall, QPS, memory and build time.
 
 For 100k and 1M clustered unit vectors (dim 384, ~100 per cluster; `clustered` below, once the FAISS
-part of benchmarks/serve_load.py, and the data of tests/test_ann_recall.py) and held-out queries drawn
+part of benchmarks/serve_load.py, and the data of tests/index/test_ann_recall.py) and held-out queries drawn
 around the same centres, rows are:
 
 - Flat: the exact baseline; every ratio is against its QPS measured in the same run;
@@ -32,7 +32,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from distill import ann
+from distill.index import ann
 
 K = 10
 TRAIN_SAMPLE = 100_000  # index.train_sample's default: what the index job trains IVF on

@@ -3,7 +3,7 @@
     python benchmarks/embed_throughput.py --workdir runs/embedded [--models 6] [--splits test,all] [--large 10000]
 
 For each split: `bare` decodes, preprocesses and embeds the split's rows in a plain loop (rows read into
-memory first, no Ray, no Parquet streaming), then `in-process` (distill.embed, the small-job path) and
+memory first, no Ray, no Parquet streaming), then `in-process` (distill.embedding.catalog, the small-job path) and
 `ray-data` (the large-job path, a fresh Ray Data job) embed the same rows. The pipelines' clocks include
 loading the model (and, for Ray Data, starting the job); `bare` starts after loading and one warm-up batch. Then the evaluation's case:
 `--models` students (the base's trunk, each its own projection head, like a frozen-trunk run's per-round
@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 
 from distill.data.layout import catalog_root, read_catalog  # noqa: E402
-from distill.embed import embed_catalog  # noqa: E402
+from distill.embedding.catalog import embed_catalog  # noqa: E402
 from distill.images import try_load_row_image  # noqa: E402
 from distill.student import load_student, save_student  # noqa: E402
 

@@ -80,7 +80,7 @@ def main(argv=None) -> int:
     p.add_argument("--base", type=int, default=100, help="base catalog size (images)")
     p.add_argument("--factor", type=int, default=10)
     args = p.parse_args(argv)
-    from helpers_data import make_catalog
+    from helpers.data import make_catalog
 
     from distill.student import build_student, save_student
 

@@ -134,7 +134,7 @@ def bare_worker(root: Path, groups_file: Path, batch_size: int, imagenet: bool, 
     import torch
 
     torch.set_num_threads(1)  # what Ray gives the 0.5-CPU teacher actor (see the module docstring)
-    from distill.settings import TeacherConfig
+    from distill.config.pipeline import TeacherConfig
     from distill.teacher import build_teacher
 
     teacher = build_teacher(TeacherConfig(cpu={"use_imagenet": imagenet}))
@@ -146,7 +146,7 @@ def bare_answer(teacher, root: Path, groups: pa.Table, batch_size: int) -> dict[
     """The pipeline's work without Ray: catalog rows, one thumbnail per item, answer() per batch."""
     from distill.data.layout import persona_texts
     from distill.images import load_row_image
-    from distill.labeling import read_catalog_rows
+    from distill.data.layout import read_catalog_rows
     from distill.teacher import Candidate, make_request
 
     personas = persona_texts(root / "personas", set(groups["persona_id"].to_pylist()))
@@ -195,8 +195,8 @@ def actor_omp_threads(num_cpus: float) -> str | None:
 
 def run_pipeline(root: Path, groups: pa.Table, teacher_cfg, label_cfg) -> dict:
     """One `label_groups` run into a fresh store (a new actor pool: start-up and model load included)."""
-    from distill.label_store import LabelStore
-    from distill.labeling import label_groups
+    from distill.label.store import LabelStore
+    from distill.label.pipeline import label_groups
 
     store = LabelStore(root / f"labels-{time.time_ns()}")
     with TreeCpu() as cpu:
@@ -273,7 +273,7 @@ def main() -> int:
 
     import ray
 
-    from distill.settings import LabelConfig, TeacherConfig
+    from distill.config.pipeline import LabelConfig, TeacherConfig
 
     teacher_cfg = TeacherConfig(cpu={"use_imagenet": args.imagenet})
     label_cfg = LabelConfig(progress_every_s=1e9, **{k: v for k, v in (("batch_size", args.batch_size),

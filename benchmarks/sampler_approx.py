@@ -19,9 +19,9 @@ import time
 
 import numpy as np
 
-from distill.sampling import SamplingStats, bin_stats, sample_groups
-from distill.sampling_approx import build_item_index
-from distill.settings import SamplerConfig
+from distill.sampling.sampler import SamplingStats, bin_stats, sample_groups
+from distill.sampling.approx import build_item_index
+from distill.config.pipeline import SamplerConfig
 
 
 def unit_rows(x: np.ndarray) -> np.ndarray:

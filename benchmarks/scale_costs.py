@@ -28,9 +28,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from sampler_approx import clustered_world  # noqa: E402
 
-from distill.sampling import sample_groups  # noqa: E402
-from distill.sampling_approx import build_item_index  # noqa: E402
-from distill.settings import SamplerConfig  # noqa: E402
+from distill.sampling.sampler import sample_groups  # noqa: E402
+from distill.sampling.approx import build_item_index  # noqa: E402
+from distill.config.pipeline import SamplerConfig  # noqa: E402
 
 GRID_ITEMS = [10_000, 100_000, 1_000_000, 10_000_000]
 GRID_PERSONAS = [1_000, 10_000, 100_000]

@@ -46,7 +46,7 @@ def percentiles(lat: list[float]) -> tuple[float, float]:
 
 
 def setup_world(tmp: Path, n_items: int) -> Path:
-    from helpers_data import make_catalog, make_index
+    from helpers.data import make_catalog, make_index
 
     from distill.student import build_student, save_student
 
@@ -128,7 +128,7 @@ def free_port() -> int:
 def measure_topology(topology: str, index_dir: Path, baseline: InProcess, args) -> list[tuple]:
     from ray import serve
 
-    from distill.settings import ServeConfig
+    from distill.config.pipeline import ServeConfig
     from serve import app
 
     # Every replica gets the same torch thread count as the baseline (Ray would derive it from num_cpus).

@@ -174,7 +174,7 @@ def main(argv=None) -> int:
     import ray
     from ray import serve
 
-    from distill.settings import RerankConfig, ServeConfig, TeacherConfig
+    from distill.config.pipeline import RerankConfig, ServeConfig, TeacherConfig
     from serve import app
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -183,7 +183,7 @@ def main(argv=None) -> int:
     index_dir = setup_world(Path(tempfile.mkdtemp(prefix="serve-queries-")), args.items)
     fake = None
     if args.teacher == "fake":
-        from helpers_serve import FakeVLM
+        from helpers.serve import FakeVLM
 
         fake = FakeVLM(description="A product like the reference, in the colour asked for.").__enter__()
         teacher = TeacherConfig(backend="openai", openai={"base_url": fake.base_url, "model": "fake-vlm",

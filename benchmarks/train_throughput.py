@@ -108,8 +108,9 @@ def main() -> int:
     args = parse_args()
     import ray
 
-    from distill.settings import TrainConfig
-    from distill.student import StudentSpec, build_student, save_student
+    from distill.config.pipeline import TrainConfig
+    from distill.config.student import StudentSpec
+    from distill.student import build_student, save_student
 
     trainable = args.trainable if args.trainable == "all" else int(args.trainable)
     tcfg = TrainConfig(batch_groups=args.batch_groups, cpus_per_worker=1.0, seed=args.seed, trainable=trainable)

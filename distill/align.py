@@ -15,23 +15,15 @@ import logging
 import time
 from pathlib import Path
 
-import pyarrow.dataset as pads
 import torch
 import torch.nn.functional as F
 
-from distill.data.layout import catalog_files, catalog_root
+from distill.data.layout import catalog_root, iter_catalog_rows
 from distill.images import try_load_row_image
+from distill.losses import clip_loss
 from distill.student import Student, build_student, save_student
 
 log = logging.getLogger(__name__)
-
-
-def iter_catalog_rows(catalog_dir, split: str | None, batch_rows: int = 256, columns=None):
-    """Yield lists of row dicts from a catalog split, a Parquet batch at a time (memory stays flat)."""
-    dataset = pads.dataset(catalog_files(catalog_dir), format="parquet")
-    flt = (pads.field("split") == split) if split else None
-    for batch in dataset.to_batches(columns=columns, filter=flt, batch_size=batch_rows):
-        yield batch.to_pylist()
 
 
 def _pixels_and_titles(student: Student, rows: list[dict], root, skipped: list) -> tuple[list, list[str]]:
@@ -49,9 +41,9 @@ def _pixels_and_titles(student: Student, rows: list[dict], root, skipped: list) 
 def trunk_features(student: Student, catalog_dir, split: str, cache_dir=None) -> tuple[torch.Tensor, list[str], list]:
     """Pooled trunk features (before the projection) and titles of every decodable image of a split.
 
-    Through `distill.embed.trunk_features`: with `cache_dir` (the pipeline's embedding cache) the pass is
+    Through `distill.embedding.catalog.trunk_features`: with `cache_dir` (the pipeline's embedding cache) the pass is
     shared with the label stage, the training runs' feature caches and the evaluation (same trunk)."""
-    from distill.embed import trunk_features as split_trunk_features
+    from distill.embedding.catalog import trunk_features as split_trunk_features
 
     t0 = time.time()
     res = split_trunk_features(student, catalog_dir, split, cache_dir=cache_dir, progress=False)
@@ -61,12 +53,6 @@ def trunk_features(student: Student, catalog_dir, split: str, cache_dir=None) ->
     log.info("features for %d images (%.0fs)", res.n, time.time() - t0)
     feats = torch.from_numpy(res.embeddings.copy()) if res.n else torch.zeros(0, 1)
     return feats, [title_of[i] for i in res.item_ids], list(res.errors)
-
-
-def clip_loss(img: torch.Tensor, txt: torch.Tensor, temperature: float) -> torch.Tensor:
-    logits = img @ txt.T / temperature
-    target = torch.arange(len(img))
-    return (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2
 
 
 def fit_projection(student: Student, feats: torch.Tensor, text_emb: torch.Tensor, cfg) -> list[float]:

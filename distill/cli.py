@@ -14,7 +14,7 @@ from distill.jobs import add_config_arguments
 
 
 def _load(args):
-    from distill.settings import load_pipeline_config
+    from distill.config.pipeline import load_pipeline_config
 
     return load_pipeline_config(args.config, args.overrides)
 
@@ -29,7 +29,7 @@ def cmd_align(args) -> int:
 
 
 def cmd_config_check(args) -> int:
-    from distill.config import dump_config
+    from distill.config.loading import dump_config
 
     cfg = _load(args)
     print(dump_config(cfg) if args.show else f"{args.config or '<defaults>'}: OK")
@@ -37,7 +37,7 @@ def cmd_config_check(args) -> int:
 
 
 def cmd_rank(args) -> int:
-    from distill.ranking import rank_catalog
+    from distill.retrieval.ranking import rank_catalog
 
     for score, row in rank_catalog(args.model, args.catalog, args.query, k=args.k, split=args.split):
         print(f"{score:7.4f}  {row['item_id']:<28} {row['title']}")
@@ -85,7 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from distill.config import ConfigError
+    from distill.config.loading import ConfigError
     from distill.logs import setup_logging
 
     setup_logging()

@@ -30,9 +30,9 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from distill.config import ConfigError
+from distill.config.loading import ConfigError
 from distill.logs import setup_logging
-from distill.settings import PipelineConfig, load_pipeline_config
+from distill.config.pipeline import PipelineConfig, load_pipeline_config
 
 log = logging.getLogger(__name__)
 
@@ -43,8 +43,8 @@ STAGE_ERRORS = (FileNotFoundError, ValueError)
 
 def _incomplete_labels() -> type[Exception]:
     # The teacher was unreachable for some requests: the job failed (exit 1) but lost nothing; a rerun asks
-    # only for the missing answers. Imported lazily: distill.labeling pulls in pyarrow and the label store.
-    from distill.labeling import IncompleteLabels
+    # only for the missing answers. Imported lazily: distill.label.pipeline pulls in pyarrow and the label store.
+    from distill.label.pipeline import IncompleteLabels
 
     return IncompleteLabels
 

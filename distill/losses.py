@@ -125,3 +125,10 @@ class BradleyTerryLoss(nn.Module):
 
     def extra_repr(self) -> str:
         return f"tau={float(self.tau):.4g}, learn_tau={self.learn_tau}"
+
+
+def clip_loss(img: torch.Tensor, txt: torch.Tensor, temperature: float) -> torch.Tensor:
+    """CLIP's symmetric InfoNCE over a batch of matching (image, caption) rows: what `distill align` fits."""
+    logits = img @ txt.T / temperature
+    target = torch.arange(len(img))
+    return (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2

@@ -25,31 +25,16 @@ import os
 import tempfile
 import time
 from pathlib import Path
-from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from distill import fsutil
-from distill.config import StrictModel
+from distill.config.student import StudentSpec
 
 FORMAT_VERSION = 1
 OFFLINE_MODEL_NAME = "distill-effnet-lite0-minilm"
-
-
-class StudentSpec(StrictModel):
-    """How to build a student. Stored verbatim in every saved model's manifest."""
-
-    kind: Literal["offline", "open_clip"] = "offline"
-    model_name: str = "ViT-B-32"  # open_clip name, 'hf-hub:org/repo' or 'local-dir:/path'
-    pretrained: str | None = None  # open_clip tag (e.g. 'laion2b_s34b_b79k') or a weights file
-    # Which part of the image tower trains: "all", or the last N layer groups (+ the projection).
-    trainable: Literal["all"] | int = "all"
-    freeze_bn_stats: bool = True  # small ranked groups make poor BatchNorm statistics
-    image_size: int = 224
-    context_length: int | None = None  # text tokens; None = the model's default (77 for CLIP)
-    offline: bool = True  # set HF_HUB_OFFLINE so a missing hub model fails fast instead of hanging
 
 
 class StudentLoadError(RuntimeError):
@@ -252,7 +237,7 @@ class Student(nn.Module):
     def trunk_digest(self) -> str:
         """sha256 of everything that decides `trunk_features(preprocess(image))`: the trunk's parameters and
         buffers (by name) and the preprocessing. Students fine-tuned from one base with a frozen trunk share
-        it, so their trunk features can be computed once for all of them (`distill.embed`)."""
+        it, so their trunk features can be computed once for all of them (`distill.embedding.catalog`)."""
         digest = hashlib.sha256(repr(self.preprocess).encode())
         for name, tensor in sorted(self.model.visual.trunk.state_dict().items()):
             digest.update(f"\0{name}\0{tensor.dtype}\0{tuple(tensor.shape)}\0".encode())

@@ -41,7 +41,7 @@ def main() -> None:
 
     from distill.data.layout import read_catalog
     from distill.images import decode_image
-    from distill.settings import TeacherConfig
+    from distill.config.pipeline import TeacherConfig
     from distill.teacher import Candidate, build_teacher
 
     table = read_catalog(Path(args.world) / "catalog").to_pylist()

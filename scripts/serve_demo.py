@@ -31,7 +31,7 @@ def main(argv=None) -> int:
     from ray import serve
 
     import serve.app as app
-    from distill.settings import load_pipeline_config
+    from distill.config.pipeline import load_pipeline_config
 
     cfg = load_pipeline_config(args.config, args.overrides)
     os.environ.pop("RAY_ADDRESS", None)  # the demo sets it to the job-submission URL

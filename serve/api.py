@@ -1,6 +1,6 @@
 """The HTTP API: the `Api` ingress deployment, its FastAPI routes and their request/response models.
 
-The OpenAPI document is the contract (tests/test_serve_contract.py runs schemathesis against it): every
+The OpenAPI document is the contract (tests/serve/test_serve_contract.py runs schemathesis against it): every
 constraint validation enforces is declared in the schema (lengths, non-blank patterns, ranges), every
 error status a route can answer is documented with the body it really has, and 422 bodies are
 `ValidationProblem` (`detail`: one message naming each bad field, `errors`: the structured list).
@@ -26,7 +26,7 @@ from ray import serve
 from ray.serve.handle import DeploymentHandle
 
 from distill import index as idx
-from distill.settings import RerankConfig, ServeConfig
+from distill.config.pipeline import RerankConfig, ServeConfig
 from serve.auth import API_KEY_HEADER, install_guards, read_api_key
 from serve.backends import LocalBackend, RemoteBackend
 from serve.search import NON_BLANK, SearchResponse, WholeNumber, clean_errors, search_request_model
@@ -142,8 +142,8 @@ class Api:
     def __init__(self, index_dir: str, settings: dict, encoder: DeploymentHandle | None = None,
                  index: DeploymentHandle | None = None, reranker: DeploymentHandle | None = None,
                  rerank_settings: dict | None = None):
-        from distill.rerank import effective_teacher_config
-        from distill.settings import TeacherConfig
+        from distill.retrieval.rerank import effective_teacher_config
+        from distill.config.pipeline import TeacherConfig
         from distill.teacher import teacher_id_for
 
         self.settings = ServeConfig.model_validate(settings)

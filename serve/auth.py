@@ -14,7 +14,7 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 
-from distill.settings import ServeConfig
+from distill.config.pipeline import ServeConfig
 
 log = logging.getLogger(__name__)
 API_KEY_HEADER = "X-API-Key"

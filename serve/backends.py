@@ -16,7 +16,7 @@ import asyncio
 import numpy as np
 from ray.serve.handle import DeploymentHandle
 
-from distill.settings import ServeConfig
+from distill.config.pipeline import ServeConfig
 from serve.deployments import ImageIndex, QueryEncoder
 from serve.reranker import Reranker
 

@@ -8,7 +8,7 @@ without Serve, which is how serve.backends.LocalBackend holds them inside the Ap
 
 Both load the version they are asked for on first use (serve.versions.VersionCache). The student is the
 version's own copy of the model that embedded the catalog (`<version>/model/`, checked against the
-manifest's content hash: distill.index.verify_model_binding), so queries embed with exactly that model.
+manifest's content hash: distill.index.build.verify_model_binding), so queries embed with exactly that model.
 """
 
 from __future__ import annotations
@@ -75,7 +75,7 @@ class QueryEncoder:
 
     async def embed_query(self, query: dict, version: str, reference: np.ndarray | None = None, image=None,
                           description: str | None = None, rule: str = "recency", joint_weight: float = 0.5) -> np.ndarray:
-        """The unit (joint: not renormalised) vector of a conversation or composed query (distill.queries):
+        """The unit (joint: not renormalised) vector of a conversation or composed query (distill.retrieval.queries):
         `reference` is a catalog item's stored vector, `image` an uploaded reference's pixels."""
         m = await self.models.get(version)
         return await asyncio.to_thread(_encode_query, m["student"], query, reference, image, description, rule,
@@ -95,7 +95,7 @@ class QueryEncoder:
 
 
 def _encode(student, texts: list[str]) -> tuple[np.ndarray, list[int]]:
-    from distill.queries import encode_texts  # the one encoder of persona and query text
+    from distill.retrieval.queries import encode_texts  # the one encoder of persona and query text
 
     vecs = encode_texts(student, texts)
     tokens = student.tokenizer(texts)
@@ -103,7 +103,7 @@ def _encode(student, texts: list[str]) -> tuple[np.ndarray, list[int]]:
 
 
 def _encode_query(student, query: dict, reference, image, description, rule: str, joint_weight: float) -> np.ndarray:
-    from distill.queries import encode_queries, parse_query
+    from distill.retrieval.queries import encode_queries, parse_query
 
     q = parse_query(query)
     item = getattr(q, "reference_item", None)

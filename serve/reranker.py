@@ -1,4 +1,4 @@
-"""The teacher at query time as a Serve deployment: distill.rerank.Reranker behind `async` methods.
+"""The teacher at query time as a Serve deployment: distill.retrieval.rerank.Reranker behind `async` methods.
 
 Topology split: its own deployment (`Reranker`, rerank.num_cpus / num_gpus per replica), composed only when
 `rerank.enabled`. Topology single: the same class as a plain object in the Api replica
@@ -12,9 +12,9 @@ import asyncio
 
 from ray import serve
 
-from distill.rerank import DescribeResult, RerankResult
-from distill.rerank import Reranker as RerankerLib
-from distill.settings import RerankConfig, TeacherConfig
+from distill.retrieval.rerank import DescribeResult, RerankResult
+from distill.retrieval.rerank import Reranker as RerankerLib
+from distill.config.pipeline import RerankConfig, TeacherConfig
 from distill.teacher.base import Candidate
 
 

@@ -8,7 +8,7 @@
     any of them with "rerank": true (the teacher re-orders the student's top rerank.k)
 
 The models here are the HTTP contract (limits from ServeConfig, declared in the OpenAPI schema); the query
-itself is then built by distill.queries.parse_query, whose semantics the student and the teacher share.
+itself is then built by distill.retrieval.queries.parse_query, whose semantics the student and the teacher share.
 Deliberately no `from __future__ import annotations` (FastAPI reads the annotations of the models).
 """
 
@@ -30,8 +30,8 @@ from pydantic import (
     model_validator,
 )
 
-from distill import queries as qmod
-from distill.settings import ServeConfig
+from distill.retrieval import queries as qmod
+from distill.config.pipeline import ServeConfig
 from serve import uploads
 
 NON_BLANK = r"\S"  # one pattern for the schema and the check: Python's \s is what str.strip() removes

@@ -1,9 +1,9 @@
 """What one /search does, for every query kind (the models are in serve.search).
 
-    1. the query object (distill.queries.parse_query); a composed query's reference: the item's stored vector
+    1. the query object (distill.retrieval.queries.parse_query); a composed query's reference: the item's stored vector
        (404 for an unknown id) or the uploaded image (serve.uploads: 413 / 415 / 422)
     2. composed: the teacher's description of the target (Reranker.describe, within rerank.budget_s)
-    3. the student's query vector (QueryEncoder: distill.queries.encode_queries) and the index's top
+    3. the student's query vector (QueryEncoder: distill.retrieval.queries.encode_queries) and the index's top
        max(k, rerank.k) when a re-rank is asked
     4. `"rerank": true`: the teacher re-orders the top rerank.k in what is left of the budget
 Teacher trouble of any kind leaves the student's order with `reranked: false` and the reason: never a 5xx.
@@ -19,7 +19,7 @@ from fastapi import HTTPException
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 
-from distill import queries as qmod
+from distill.retrieval import queries as qmod
 from serve import uploads
 from serve.search import SearchHit, SearchResponse, TeacherInfo
 
@@ -30,7 +30,7 @@ def to_query(raw) -> qmod.TextQuery | qmod.ConversationQuery | qmod.ComposedQuer
     data = raw.model_dump(exclude_none=True) if hasattr(raw, "model_dump") else raw
     try:
         return qmod.parse_query(data)
-    except ValidationError as err:  # the API's models let through what distill.queries refuses
+    except ValidationError as err:  # the API's models let through what distill.retrieval.queries refuses
         raise RequestValidationError([{**e, "loc": ("body", "query", *e.get("loc", ()))} for e in err.errors()]) from None
 
 

@@ -24,7 +24,7 @@ import warnings
 
 from PIL import Image
 
-from distill.settings import ServeConfig
+from distill.config.pipeline import ServeConfig
 
 FIELD = "query.reference_image"
 LOC = ("body", "query", "reference_image")

@@ -1,6 +1,6 @@
 """Index versions inside the Serve app: which version a request uses, and which versions a replica holds.
 
-The index root holds versions and a CURRENT pointer (distill.index). Each request is served with one
+The index root holds versions and a CURRENT pointer (distill.index.build). Each request is served with one
 version end to end: the ingress picks it (`VersionTracker.current`), and the encoder and the index load
 that version on first use (`VersionCache`, keeping the previous one). The tracker notices a new CURRENT
 (or a pinned `user_config: {index_version: ...}`), warms the new version up in both deployments, then

@@ -58,7 +58,7 @@ def offline_student():
 @pytest.fixture(scope="module")
 def small_training_world(tmp_path_factory):
     """30 items (one corrupt), 6 personas and a saved base student at 64 px: the training tests' world."""
-    from helpers_data import make_training_world
+    from helpers.data import make_training_world
 
     root = tmp_path_factory.mktemp("train-world")
     make_training_world(root, n_items=30, n_personas=6, image_size=64, corrupt=("item-004",))

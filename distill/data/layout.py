@@ -188,3 +188,41 @@ def write_personas(table: pa.Table, out_dir: str | Path, manifest: dict) -> None
     out.mkdir(parents=True, exist_ok=True)
     fsutil.write_parquet(out / PERSONAS_FILE, conform(table, PERSONAS))
     fsutil.write_json(out / MANIFEST, manifest)
+
+
+# ------------------------------------------------------------------------------------- catalog readers
+
+
+def read_catalog_dataset(catalog_dir: str | Path, split: str | None = None, columns: list[str] | None = None):
+    """A lazy Ray Dataset over a catalog directory, optionally one split."""
+    import ray.data
+    from ray.data.expressions import col
+
+    files = catalog_files(catalog_dir)
+    if split is None:
+        return ray.data.read_parquet(files, columns=columns)
+    # Ray 2.60 rejects read_parquet(filter=...); filter after the read (pushed down into the scan).
+    read_cols = None if columns is None else list(dict.fromkeys([*columns, "split"]))
+    dataset = ray.data.read_parquet(files, columns=read_cols).filter(expr=col("split") == split)
+    return dataset if columns is None or "split" in columns else dataset.select_columns(columns)
+
+
+def count_rows(catalog_dir: str | Path, split: str | None = None) -> int:
+    """Rows of a catalog (or one split) from Parquet metadata and the split column, without decoding images."""
+    dataset = ds.dataset(catalog_files(catalog_dir), format="parquet")
+    return dataset.count_rows(filter=ds.field("split") == split if split is not None else None)
+
+
+def iter_catalog_rows(catalog_dir, split: str | None, batch_rows: int = 256, columns=None):
+    """Yield lists of row dicts from a catalog split, a Parquet batch at a time (memory stays flat)."""
+    dataset = ds.dataset(catalog_files(catalog_dir), format="parquet")
+    flt = (ds.field("split") == split) if split else None
+    for batch in dataset.to_batches(columns=columns, filter=flt, batch_size=batch_rows):
+        yield batch.to_pylist()
+
+
+def read_catalog_rows(catalog_dir: str | Path, item_ids: set[str]) -> pa.Table:
+    """Catalog rows (metadata + encoded image or path) of just these items."""
+    dataset = ds.dataset(catalog_files(catalog_dir), format="parquet")
+    cols = [c for c in ("item_id", "image", "image_path", "title", "text", "category") if c in dataset.schema.names]
+    return dataset.to_table(columns=cols, filter=pc.field("item_id").isin(sorted(item_ids)))

@@ -57,7 +57,7 @@ from distill.data.world_assets import PHOTO_GROUP, PHOTOS, attribution_text, pac
 from distill.data.world_personas import make_personas
 from distill.images import decode_image, encode_png, white_pad_thumbnail
 from distill.schemas import CATALOG, PERSONAS
-from distill.splits import assign_splits
+from distill.data.splits import assign_splits
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """Evaluation: teacher knockout tournaments as ground truth, MPR and friends, baselines, a report.
 
-    from distill.settings import load_pipeline_config
+    from distill.config.pipeline import load_pipeline_config
     from distill.evaluation import run_evaluation
     outcome = run_evaluation(load_pipeline_config("configs/embedded.yaml"))   # writes cfg.path("eval")
 

@@ -1,7 +1,7 @@
 """Every model the report compares, behind one interface: `scores(model, persona_texts, item_ids) -> [P, N]`.
 
 - `EmbeddingScorer`: a student (saved model dir, or an open_clip spec): frozen text tower for the
-  personas, image tower over the split's images (Ray Data, `distill.embed.embed_catalog`), cosine.
+  personas, image tower over the split's images (Ray Data, `distill.embedding.catalog.embed_catalog`), cosine.
   Used for the distilled student, the caption-aligned base, the uniform-sampling ablation, each
   per-round export, and any extra open_clip model named in `evaluate.models`.
 - `TextOnlyScorer`: the paper's "Text" column: persona vs the item's title + text metadata, both
@@ -18,8 +18,9 @@ from typing import Protocol
 
 import numpy as np
 
-from distill.splits import stable_hash
-from distill.student import StudentLoadError, StudentSpec
+from distill.hashing import stable_hash
+from distill.student import StudentLoadError
+from distill.config.student import StudentSpec
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +69,7 @@ class _FrozenTextTowerScorer:
     """Shared by scorers whose persona side is a student's frozen text tower (`load()` sets `_student`)."""
 
     def persona_embeddings(self, persona_texts: list[str]) -> np.ndarray:
-        from distill.queries import encode_texts
+        from distill.retrieval.queries import encode_texts
 
         self.load()
         return encode_texts(self._student, list(persona_texts))  # the one persona/query text encoder
@@ -79,7 +80,7 @@ class _FrozenTextTowerScorer:
 
 @dataclass
 class EmbeddingScorer(_FrozenTextTowerScorer):
-    """A student's cosine scores; item embeddings come from one pass over the split (distill.embed: in this
+    """A student's cosine scores; item embeddings come from one pass over the split (distill.embedding.catalog: in this
     process for a small split, else Ray Data; cached per model and catalog when `embed_options` say so)."""
 
     name: str
@@ -101,7 +102,7 @@ class EmbeddingScorer(_FrozenTextTowerScorer):
         return self
 
     def item_embeddings(self, item_ids: list[str]) -> np.ndarray:
-        from distill.embed import embed_catalog
+        from distill.embedding.catalog import embed_catalog
 
         if self._items is None:
             model = self.model.model_dump(mode="json") if isinstance(self.model, StudentSpec) else self.model
@@ -146,7 +147,7 @@ class TextOnlyScorer(_FrozenTextTowerScorer):
         if missing:
             raise KeyError(f"{len(missing)} pool item(s) not in catalog {self.catalog_dir} split "
                            f"{self.split!r}, e.g. {missing[:3]}")
-        from distill.queries import encode_texts
+        from distill.retrieval.queries import encode_texts
 
         return encode_texts(self._student, [text_of[i] for i in item_ids])
 

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from distill.splits import stable_hash
+from distill.hashing import stable_hash
 
 _WORD = re.compile(r"[a-z0-9]+")
 STOP = {"a", "an", "the", "of", "with", "and", "on", "in", "for", "to", "at", "by", "or", "from", "behind"}
@@ -169,11 +169,11 @@ def evaluate_composed(name: str, scorer, items: list[str], pairs: list[ComposedP
                       descriptions: list[str | None], weights: list[float], concept_of: dict[str, tuple],
                       student=None) -> ComposedResult:
     """Rank `items` (the split, minus each query's reference) for every query at every joint weight w:
-    w * compose(reference image, modification text) + (1 - w) * description text (distill.queries). A query
+    w * compose(reference image, modification text) + (1 - w) * description text (distill.retrieval.queries). A query
     without a description keeps NaN ranks at every w < 1."""
     from distill.evaluation.baselines import MISSING_SCORE
     from distill.evaluation.metrics import target_ranks
-    from distill.queries import compose, encode_texts, joint_vector
+    from distill.retrieval.queries import compose, encode_texts, joint_vector
 
     scorer.load()
     emb = scorer.item_embeddings(items)

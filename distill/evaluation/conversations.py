@@ -12,7 +12,7 @@
 
 A persona with nothing after its first sentence gives 2 user turns, one with two or more further sentences 4.
 The ground truth stays the teacher's tournament winner for the FULL persona: the question is how much of it
-the student finds from the conversation (`conversation_rule` recency / concat, distill.queries), and how much
+the student finds from the conversation (`conversation_rule` recency / concat, distill.retrieval.queries), and how much
 the teacher gets back by re-ranking the student's top k with the whole conversation (`query_text`).
 `evaluate_conversations` scores that; `distill.evaluation.query_sections` puts it in the report.
 """
@@ -25,8 +25,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from distill.queries import CONVERSATION_RULES, ConversationQuery, Turn
-from distill.splits import stable_hash
+from distill.retrieval.queries import CONVERSATION_RULES, ConversationQuery, Turn
+from distill.hashing import stable_hash
 
 OPENERS = ("Hi! I need a present.", "Hello, can you help me find a gift?", "I'm shopping for someone.")
 ASK_WHO = ("Of course! Who is it for?", "Happy to help. Tell me about them?")
@@ -121,7 +121,7 @@ class ConversationResult:
 
 def _scores(student, queries: list, items: np.ndarray, missing_cols: list[int], rule: str) -> np.ndarray:
     from distill.evaluation.baselines import MISSING_SCORE
-    from distill.queries import encode_queries
+    from distill.retrieval.queries import encode_queries
 
     out = encode_queries(student, queries, conversation_rule=rule) @ items.T
     if missing_cols:
@@ -138,7 +138,7 @@ def evaluate_conversations(name: str, scorer, persona_texts: list[str], conversa
     student's top k of each rule, given the whole conversation (`query_text`). `student`: the scorer's
     student, or a stand-in with its text tower (query_sections.MemoStudent)."""
     from distill.evaluation.metrics import ranks_in_orders, target_ranks
-    from distill.queries import TextQuery, query_text
+    from distill.retrieval.queries import TextQuery, query_text
 
     scorer.load()
     items = scorer.item_embeddings(pool)

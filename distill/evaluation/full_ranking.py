@@ -67,9 +67,9 @@ def teacher_full_scores(teacher_cfg, catalog_dir, persona_ids: list[str], person
         log.info(f"NDCG over the full pool skipped: {problem}")
         return TeacherScores(None, problem)
     from distill.data.layout import catalog_root
-    from distill.labeling import read_catalog_rows
+    from distill.data.layout import read_catalog_rows
     from distill.teacher import build_teacher, make_request
-    from distill.teacher_stage import ItemThumbnails
+    from distill.label.teacher_stage import ItemThumbnails
 
     t0 = time.time()
     teacher = build_teacher(teacher_cfg)

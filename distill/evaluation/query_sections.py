@@ -57,8 +57,8 @@ class _Candidates(dict):
 
 def _thumbnails(cfg, item_ids: set[str], size: int):
     from distill.data.layout import catalog_root
-    from distill.labeling import read_catalog_rows
-    from distill.teacher_stage import ItemThumbnails
+    from distill.data.layout import read_catalog_rows
+    from distill.label.teacher_stage import ItemThumbnails
 
     catalog = read_catalog_rows(cfg.path("catalog"), item_ids)
     return _Candidates(ItemThumbnails(catalog, str(catalog_root(cfg.path("catalog"))), size))
@@ -131,7 +131,7 @@ def _conversations(cfg, models, students, persona_ids, persona_texts, pool, winn
     from distill.evaluation.conversations import build_conversation, evaluate_conversations
     from distill.evaluation.metrics import hits_at, rank_percentiles
     from distill.evaluation.teacher_cache import StoredReranker
-    from distill.queries import query_text
+    from distill.retrieval.queries import query_text
 
     ev = cfg.evaluate
     t0 = time.time()

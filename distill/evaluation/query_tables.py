@@ -27,7 +27,7 @@ def _query_label(q: str, k: int) -> str:
 
 def conversation_markdown(table: dict, convs, persona_ids, ev, calls: dict | None, seconds: float, n_items: int,
                           no_rerank: str | None) -> str:
-    from distill.queries import query_text
+    from distill.retrieval.queries import query_text
 
     level = f"{100 * ev.ci_level:g}% CI"
     n_turns = [len(c.user_turns) for c in convs]
@@ -38,7 +38,7 @@ def conversation_markdown(table: dict, convs, persona_ids, ev, calls: dict | Non
         "conversations.jsonl). Ground truth: the teacher's tournament winner for the FULL persona, among the "
         f"{n_items} pool images. HR@k: the winner in the top k (%); MPR as above. `recency`: the user turns' "
         "text embeddings weighted 1, ½, ¼, ... from the latest; `concat`: the user turns as one text "
-        "(distill/queries.py). The re-rank rows: the teacher orders the student's top "
+        "(distill/retrieval/queries.py). The re-rank rows: the teacher orders the student's top "
         f"{ev.rerank_k} given the whole conversation (`query_text`).", "",
         f"| Model | Query | personas | HR@1 [{level}] | HR@10 [{level}] | MPR [{level}] |", "|---|---|---|---|---|---|",
     ]

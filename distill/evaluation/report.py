@@ -295,7 +295,7 @@ def _thumbnails(catalog_dir: str, item_ids: set[str], size: int = 160) -> tuple[
 
     from distill.data.layout import catalog_root
     from distill.images import try_load_row_image
-    from distill.labeling import read_catalog_rows
+    from distill.data.layout import read_catalog_rows
 
     rows = read_catalog_rows(catalog_dir, item_ids).to_pylist()
     root = catalog_root(catalog_dir)

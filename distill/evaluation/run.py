@@ -1,6 +1,6 @@
 """The evaluation stage: teacher knockout tournaments as ground truth, every model's scores, the report.
 
-    from distill.settings import load_pipeline_config
+    from distill.config.pipeline import load_pipeline_config
     from distill.evaluation import run_evaluation
     outcome = run_evaluation(load_pipeline_config("configs/embedded.yaml"))   # writes cfg.path("eval")
 
@@ -301,7 +301,7 @@ def _dataset_label(path: Path) -> str:
 
 def run_evaluation(cfg, *, progress: bool = True) -> EvalOutcome:
     """The whole evaluation job; writes cfg.path("eval") and returns what it wrote."""
-    from distill.label_store import LabelStore
+    from distill.label.store import LabelStore
 
     ev = cfg.evaluate
     out_dir = cfg.path("eval")

@@ -104,7 +104,7 @@ def evaluate_runs(cfg, runs: list[StudyRun], progress: bool = True) -> pa.Table:
     from distill.evaluation.full_ranking import teacher_full_scores
     from distill.evaluation.run import RankedGroups, cumulative_calls, eval_personas, evaluate_model, play_tournament
     from distill.evaluation.tournament import eval_teacher_config, tournament_pool
-    from distill.label_store import LabelStore
+    from distill.label.store import LabelStore
 
     ev = cfg.evaluate
     store = LabelStore(cfg.path("labels"))

@@ -1,6 +1,6 @@
 """The evaluation's query-time teacher calls, paid for once: `Reranker` answers kept in the label store.
 
-`distill.rerank.Reranker` caches in memory only (it serves live traffic). The evaluation re-ranks the same
+`distill.retrieval.rerank.Reranker` caches in memory only (it serves live traffic). The evaluation re-ranks the same
 (query text, top-k candidates) on every rerun, so `StoredReranker` looks each request up in the label store
 first and commits what the Reranker answers: a LABELS row with task "rank", teacher_id = the Reranker's
 teacher id, persona_id = "query:" + hash_key(query text) and key = request_key(teacher_id, "rank",
@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import pyarrow as pa
 
-from distill.splits import hash_key
+from distill.hashing import hash_key
 
 TASK = "rank"
 UNUSABLE = "teacher answer unusable"
@@ -136,7 +136,7 @@ def eval_reranker(cfg, k: int):
     """The pipeline's teacher (temperature 0, like the tournament) as a `Reranker` of the top k, with the
     `rerank:` section's thumbnails and a generous budget (an offline evaluation waits for the answer)."""
     from distill.evaluation.tournament import eval_teacher_config
-    from distill.rerank import Reranker
+    from distill.retrieval.rerank import Reranker
 
     rerank_cfg = cfg.rerank.model_copy(update={"k": max(2, min(20, k)), "budget_s": max(cfg.rerank.budget_s, 600.0)})
     return Reranker(eval_teacher_config(cfg.teacher), rerank_cfg)

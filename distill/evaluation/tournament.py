@@ -25,7 +25,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from distill.splits import stable_hash
+from distill.hashing import stable_hash
 
 log = logging.getLogger(__name__)
 
@@ -254,7 +254,7 @@ class TeacherJudge:
 
     def rank(self, matches: list[Match], round_no: int = 0) -> tuple[list[list[str] | None], object]:
         """The teacher's ranking (best first) for each match, None where it gave no usable answer."""
-        from distill.labeling import label_requests
+        from distill.label.pipeline import label_requests
         from distill.teacher import request_key
 
         requests = pa.table({

@@ -16,7 +16,7 @@ import json
 import logging
 
 from distill.jobs import Stage
-from distill.settings import PipelineConfig
+from distill.config.pipeline import PipelineConfig
 
 log = logging.getLogger(__name__)
 

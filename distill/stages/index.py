@@ -14,7 +14,7 @@ import logging
 from pathlib import Path
 
 from distill.jobs import Stage
-from distill.settings import PipelineConfig
+from distill.config.pipeline import PipelineConfig
 
 log = logging.getLogger(__name__)
 SUMMARY_KEYS = ("version", "ntotal", "embed_dim", "factory", "skipped", "seconds")
@@ -35,7 +35,8 @@ def check_inputs(cfg: PipelineConfig, args: argparse.Namespace) -> None:
 
 
 def run(cfg: PipelineConfig, args: argparse.Namespace) -> dict:
-    from distill.index import build_index, describe
+    from distill.index.build import build_index
+    from distill.index.search import describe
 
     model, catalog, out = _inputs(cfg, args)
     log.info("embedding %s with %s -> %s", catalog, model, out)

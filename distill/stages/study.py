@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 
 from distill.jobs import Stage
-from distill.settings import PipelineConfig
+from distill.config.pipeline import PipelineConfig
 
 
 def run(cfg: PipelineConfig, args: argparse.Namespace) -> dict:

@@ -18,7 +18,7 @@ import argparse
 import logging
 
 from distill.jobs import Stage
-from distill.settings import PipelineConfig
+from distill.config.pipeline import PipelineConfig
 
 log = logging.getLogger(__name__)
 

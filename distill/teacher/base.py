@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from PIL import Image
 
-from distill.splits import hash_key, stable_hash
+from distill.hashing import hash_key, stable_hash
 from distill.teacher.prompt import ParsedDescription, ParsedRanking, parse_description, parse_ranking
 
 TASKS = ("rank", "compare")

@@ -27,7 +27,7 @@ import time
 
 import numpy as np
 
-from distill.splits import stable_hash
+from distill.hashing import stable_hash
 from distill.teacher.base import Generation, Teacher, TeacherRequest
 from distill.teacher.taste import TasteReader, look_score, visual_attributes
 

@@ -8,7 +8,7 @@ evidence, max_tokens, engine arguments ...) gives a new id and therefore fresh a
 
 Every field of `TeacherConfig` is classified here: either it is in `ID_BASELINE` (it changes answers)
 or in `ANSWER_NEUTRAL` with the reason it cannot. A new config field that is in neither makes
-`teacher_id_for` raise, and tests/test_teacher_identity.py enumerates the config's fields, so a new
+`teacher_id_for` raise, and tests/teacher/test_teacher_identity.py enumerates the config's fields, so a new
 setting cannot be forgotten. The id is computed from the config alone, without loading a model, so the
 driver can look up cached answers before starting any actor.
 """

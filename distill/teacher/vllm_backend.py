@@ -32,7 +32,7 @@ from distill.teacher.prompt import (
 
 log = logging.getLogger(__name__)
 
-# Columns every labelling row carries into and out of the processor (see distill.labeling).
+# Columns every labelling row carries into and out of the processor (see distill.label.pipeline).
 RESULT_FIELDS = ("key", "teacher_id", "task", "prompt_version", "persona_id", "group_id", "presented",
                  "ranking", "raw_output", "attempts", "latency_s", "round", "error")
 
@@ -101,7 +101,7 @@ def processor_config(cfg, n_images: int = 5, stage_num_cpus: float | None = None
 
 def preprocess_row(row: dict, *, cfg_json: str) -> dict:
     """Request row (persona_text, image_urls in presentation order, task, optional repair) -> messages."""
-    from distill.settings import TeacherConfig
+    from distill.config.pipeline import TeacherConfig
 
     cfg = TeacherConfig.model_validate_json(cfg_json)
     urls = [str(u) for u in row["image_urls"]]

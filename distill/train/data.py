@@ -23,7 +23,7 @@ import pyarrow.compute as pc
 import pyarrow.dataset as pads
 
 from distill.data.layout import catalog_files
-from distill.queries import encode_texts
+from distill.retrieval.queries import encode_texts
 
 log = logging.getLogger(__name__)
 

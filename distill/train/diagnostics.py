@@ -27,7 +27,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from distill.sampling_remedies import draw_counts
+from distill.sampling.remedies import draw_counts
 
 DIAGNOSTIC_COLUMNS = ("redraw_rate", "pair_repeat_rate", "distinct_item_share", "cum_item_share",
                       "train_agreement", "train_new_agreement", "train_val_gap")

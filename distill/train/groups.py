@@ -25,7 +25,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from distill import fsutil
-from distill.labeling import IncompleteLabels, transient_drops
+from distill.label.pipeline import IncompleteLabels, transient_drops
 
 log = logging.getLogger(__name__)
 

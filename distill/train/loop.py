@@ -31,13 +31,8 @@ from pydantic import BaseModel, ConfigDict
 from torch import nn
 
 from distill.losses import BradleyTerryLoss, group_scores, pairwise_accuracy
-from distill.student import (
-    Student,
-    StudentSpec,
-    build_student,
-    read_manifest,
-    save_student,
-)
+from distill.student import Student, build_student, read_manifest, save_student
+from distill.config.student import StudentSpec
 
 log = logging.getLogger(__name__)
 

@@ -48,7 +48,7 @@ class RoundDriver:
     continues where a killed or interrupted run stopped."""
 
     def __init__(self, cfg, sampler: str | None = None, progress: bool = True):
-        from distill.label_store import LabelStore
+        from distill.label.store import LabelStore
         from distill.teacher import teacher_id_for
 
         self.cfg = cfg
@@ -115,7 +115,7 @@ class RoundDriver:
         return ids, np.stack([self.text_emb[p] for p in ids]) if ids else np.zeros((0, 1), np.float32)
 
     def _embed(self, model_dir: Path, split: str) -> tuple[list[str], np.ndarray]:
-        from distill.embed import embed_catalog
+        from distill.embedding.catalog import embed_catalog
 
         if self.trunk_cache is not None:  # same trunk in every round: only the projection differs
             return self.trunk_cache.embed(load_student_for_training(model_dir, self.tcfg.trainable), split)
@@ -133,7 +133,7 @@ class RoundDriver:
     # ---- asking the teacher ---------------------------------------------------------------------
     def _label(self, groups: pa.Table):
         """(labels of `groups` in the store, LabelSummary): answered groups are cached, the rest asked."""
-        from distill.labeling import LabelSummary, label_groups
+        from distill.label.pipeline import LabelSummary, label_groups
 
         if groups.num_rows == 0:  # every drawn group was trained on before: nothing to ask
             return ROUND_ROWS.empty_table(), LabelSummary(self.teacher_id, "rank")
@@ -167,7 +167,7 @@ class RoundDriver:
         return self._labelled_draw(draw, lambda: self._draw_val_groups(base_items))
 
     def _draw_val_groups(self, base_items) -> pa.Table:
-        from distill.sampling import sample_groups
+        from distill.sampling.sampler import sample_groups
 
         item_ids, item_emb = base_items or self._embed(self.base_model, "val")
         persona_ids, persona_emb = self._persona_matrix("val")
@@ -240,8 +240,8 @@ class RoundDriver:
 
     def _draw_round_groups(self, round_idx: int, earlier: pa.Table) -> pa.Table | None:
         """Sample the round's new groups with the previous round's student (None: budget spent)."""
-        from distill.sampling import sample_groups
-        from distill.sampling_remedies import draw_counts
+        from distill.sampling.sampler import sample_groups
+        from distill.sampling.remedies import draw_counts
 
         n_new = new_groups_budget(self.tcfg, earlier.num_rows)
         if n_new == 0:

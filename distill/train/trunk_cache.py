@@ -7,7 +7,7 @@ images and running the trunk on them every epoch and round recomputes the same n
 the trunk once per item of a split (a Ray Data pass, like any embedding), and the rounds then train,
 sample and validate on those features: on 2 CPU cores this turns a ~60 s epoch over 300 groups into
 about a second, so a run can afford the thousands of teacher groups that distillation needs.
-The maths is unchanged (tests/test_trunk_cache.py checks the loss against the pixel path).
+The maths is unchanged (tests/train/test_trunk_cache.py checks the loss against the pixel path).
 
 Artifact: `<train_dir>/trunk_features/<split>/part-*.parquet`, schema `embeddings_schema(F)`
 (`item_id`, `embedding` = the F pooled trunk features, F = 1280 for EfficientNet-Lite0), written
@@ -27,8 +27,9 @@ import pyarrow as pa
 import torch
 
 from distill import fsutil
-from distill.embed import (count_rows, embed_catalog, embeddings_table, project_trunk_features, read_embeddings,
-                           trunk_features)
+from distill.data.layout import count_rows
+from distill.embedding.catalog import embed_catalog, project_trunk_features, trunk_features
+from distill.embedding.tables import embeddings_table, read_embeddings
 
 log = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ import pytest
 # engine, Ray worker or server process starts: they all inherit it.
 os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
 
-from real_engine_helpers import TINY_MODEL
+from helpers.real_engine import TINY_MODEL
 
 
 @pytest.fixture(scope="session")

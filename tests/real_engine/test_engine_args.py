@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
-from real_engine_helpers import CPU_ENGINE_KWARGS, cli_flags, production_engine_kwargs
+from helpers.real_engine import CPU_ENGINE_KWARGS, cli_flags, production_engine_kwargs
 
 pytestmark = pytest.mark.vllm
 

@@ -19,7 +19,7 @@ import time
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from real_engine_helpers import PeakRSS, record, tiny_teacher_cfg
+from helpers.real_engine import PeakRSS, record, tiny_teacher_cfg
 
 pytestmark = pytest.mark.vllm
 N_GOOD, N_CORRUPT = 100, 2  # groups of 5 decodable images, and groups holding the corrupt item-011
@@ -45,7 +45,7 @@ def engine_ray():
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
-    from helpers_data import make_catalog, make_personas
+    from helpers.data import make_catalog, make_personas
 
     root = tmp_path_factory.mktemp("world")
     return make_catalog(root / "catalog", n=12, corrupt=("item-011",)), make_personas(root / "personas", PERSONAS)
@@ -119,8 +119,8 @@ def _disk_keys(root) -> list[str]:
 
 
 def _label(store, world, watcher):
-    from distill.labeling import label_groups
-    from distill.settings import LabelConfig
+    from distill.label.pipeline import label_groups
+    from distill.config.pipeline import LabelConfig
 
     catalog, personas = world
     # One request per engine call and one sequence at a time: the job lasts long enough to be killed mid-way.
@@ -148,7 +148,7 @@ def _teacher_answer_shares(store) -> dict:
 
 @pytest.mark.timeout(1500)
 def test_label_job_through_ray_data_llm_survives_a_killed_engine(engine_ray, world, tiny_model, tmp_path):
-    from distill.label_store import LabelStore
+    from distill.label.store import LabelStore
 
     root = tmp_path / "labels"
     store = LabelStore(root)

@@ -15,7 +15,7 @@ import sys
 import time
 
 import pytest
-from real_engine_helpers import (
+from helpers.real_engine import (
     CPU_ENGINE_KWARGS,
     ParseShares,
     PeakRSS,
@@ -85,7 +85,7 @@ def server(tiny_model, tmp_path_factory):
 
 
 def _teacher(server, **openai):
-    from distill.settings import TeacherConfig
+    from distill.config.pipeline import TeacherConfig
     from distill.teacher import build_teacher
 
     return build_teacher(TeacherConfig(backend="openai", openai={

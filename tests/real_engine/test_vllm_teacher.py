@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 
 import pytest
-from real_engine_helpers import ParseShares, PeakRSS, assert_permutations, record, requests_for, tiny_teacher_cfg
+from helpers.real_engine import ParseShares, PeakRSS, assert_permutations, record, requests_for, tiny_teacher_cfg
 
 pytestmark = pytest.mark.vllm
 N_RANK, N_COMPARE = 16, 8

@@ -33,7 +33,7 @@ from distill.data.layout import (
     write_catalog_items,
 )
 from distill.schemas import CATALOG, SchemaError, conform
-from distill.splits import assign_splits
+from distill.data.splits import assign_splits
 
 log = logging.getLogger(__name__)
 

@@ -18,7 +18,7 @@ from distill.data.importers.common import (
 )
 from distill.data.layout import personas_manifest, split_counts, write_personas
 from distill.schemas import PERSONAS
-from distill.splits import assign_splits
+from distill.data.splits import assign_splits
 
 
 def read_table_any(path: Path) -> pa.Table:

@@ -26,7 +26,7 @@ from distill.data.importers.common import (
     write_catalog,
 )
 from distill.schemas import SchemaError
-from distill.splits import hash_key
+from distill.hashing import hash_key
 
 # Known public layouts. Explicit arguments override a preset's values.
 LAYOUTS: dict[str, dict] = {

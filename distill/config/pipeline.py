@@ -1,0 +1,380 @@
+"""One config class per stage, and `PipelineConfig` that groups them.
+
+configs/embedded.yaml (CPU, offline) and configs/production.yaml (GPU cluster) are validated by the
+same `PipelineConfig`; unknown keys are errors that name the key (see distill.config.loading).
+Paths may contain `{workdir}`, resolved by `PipelineConfig.path(...)`.
+Each stage module owns its class's semantics; the classes live together so a whole run is one file.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from distill.config.loading import StrictModel, load_config
+from distill.config.student import StudentSpec
+
+
+class PathsConfig(StrictModel):
+    workdir: str = "runs/embedded"
+    catalog: str = "{workdir}/world/catalog"  # a catalog directory (docs/artifacts.md)
+    personas: str = "{workdir}/world/personas"
+    base_model: str = "{workdir}/models/base"  # the caption-aligned (or pretrained) student
+    labels: str = "{workdir}/labels"  # the label store (teacher answers, cached forever)
+    train: str = "{workdir}/train"  # Ray Train storage: checkpoints, results.jsonl
+    distilled_model: str = "{workdir}/models/distilled"  # best student exported by train.py
+    eval: str = "{workdir}/eval"
+    index: str = "{workdir}/index"
+    embed_cache: str = "{workdir}/cache/embeddings"  # catalog embeddings per (model, catalog, split)
+
+
+class WorldConfig(StrictModel):
+    """The embedded offline world (`distill world build`); ignored when paths point at real data."""
+
+    build_if_missing: bool = True
+    seed: int = 0
+    n_personas: int = 1200  # 120 val / 240 test
+    # who draws each emoji concept (Noto/Twemoji/Fluent need `make install`'s npm sets in vendor/emoji)
+    designers: tuple[Literal["openmoji", "noto", "twemoji", "fluent"], ...] = Field(
+        default=("openmoji", "noto", "twemoji", "fluent"), min_length=1)
+
+
+class AlignConfig(StrictModel):
+    """`distill align`: CLIP-style contrastive training of the image tower on item titles."""
+
+    enabled: bool = True  # a production student that is already caption-aligned sets false
+    epochs: int = 3
+    batch_size: int = 64
+    lr: float = 1e-3
+    weight_decay: float = 0.01
+    temperature: float = 0.05
+    trainable: Literal["all"] | int = 0  # 0 = projection only (the trunk keeps ImageNet weights)
+    seed: int = 0
+
+
+class CpuTeacherConfig(StrictModel):
+    temperature: float = 0.0  # > 0: Plackett-Luce sampling of the ranking, to mimic a VLM's noise
+    use_imagenet: bool = False  # add EfficientNet ImageNet-class evidence to the text evidence
+    imagenet_weight: float = 0.3  # weight of the ImageNet evidence in the score (text weight = 1 - this)
+    imagenet_top_k: int = 5  # ImageNet classes per image whose names are compared with the persona
+    # How the teacher reads a persona and looks at pictures (distill/teacher/taste.py, docs/teacher.md).
+    # "v1": likes, dislikes and stated looks, gift framing dropped, visual attributes from the pixels;
+    # "none": the literal text-only teacher of earlier versions (cos(MiniLM(persona), MiniLM(item))).
+    taste: Literal["v1", "none"] = "v1"
+    visual_weight: float = Field(0.15, ge=0)  # weight of the stated looks against the pixels (taste v1)
+    avoid_weight: float = Field(2.0, ge=0)  # penalty per unit of similarity to what is ruled out (taste v1)
+    seed: int = 0
+
+
+class OpenAITeacherConfig(StrictModel):
+    base_url: str = "http://127.0.0.1:8000/v1"
+    model: str = "Qwen/Qwen2.5-VL-7B-Instruct"
+    api_key_env: str = "OPENAI_API_KEY"  # the key is read from this variable, never from a file
+    max_concurrency: int = 8
+    timeout_s: float = 60.0
+    max_retries: int = 6
+    backoff_s: float = 3.0  # sleep backoff_s * 2**attempt between retries
+    temperature: float = 0.0
+    max_tokens: int = 64
+    json_schema: bool = True  # send response_format=json_schema (vLLM / OpenAI structured output)
+    # vLLM servers only: decode nothing but the N! orderings (`structured_outputs.choice`, replaces json_schema).
+    # A foreign endpoint ignores or rejects it; the parser and repair retry stay the safety net.
+    permutation_constraint: bool = False
+
+
+class VLLMTeacherConfig(StrictModel):
+    model_source: str = "Qwen/Qwen2.5-VL-7B-Instruct"  # hub id or local path
+    batch_size: int = 16
+    concurrency: int = 1  # engine replicas (a fixed pool)
+    accelerator_type: str | None = None  # e.g. "L4", "A100-80G", "H100"
+    tensor_parallel_size: int = 1
+    max_model_len: int = 8192
+    max_num_seqs: int = 64
+    gpu_memory_utilization: float = 0.85
+    max_pixels: int = 256 * 28 * 28  # per image; caps Qwen-VL's vision tokens (vLLM issue 16570)
+    temperature: float = 0.0
+    max_tokens: int = 64
+    should_continue_on_error: bool = True
+    # Decode nothing but the N! orderings (structured outputs `choice`, N <= 6); false: the JSON schema only.
+    permutation_constraint: bool = True
+    # ray.data.llm engine bundles; {} = Ray's default (one GPU per TP x PP). CPU: {"bundles": [{"CPU": 0.5}]}
+    placement_group_config: dict = Field(default_factory=dict)
+    engine_kwargs: dict = Field(default_factory=dict)  # extra vLLM engine args, merged last
+    runtime_env: dict = Field(default_factory=dict)
+
+
+class TeacherConfig(StrictModel):
+    backend: Literal["cpu", "openai", "vllm"] = "cpu"
+    prompt_version: str = "rank-v1"
+    image_size: int = 224  # white-padded thumbnails, as the paper
+    repair_retries: int = 1  # a malformed answer gets this many repair prompts before it is dropped
+    shuffle_presentation: bool = True  # show items in a random, recorded order (no bin-order bias)
+    describe_max_tokens: int = Field(120, ge=16)  # answer cap of a target description (describe-v1, VLM backends)
+    cpu: CpuTeacherConfig = Field(default_factory=CpuTeacherConfig)
+    openai: OpenAITeacherConfig = Field(default_factory=OpenAITeacherConfig)
+    vllm: VLLMTeacherConfig = Field(default_factory=VLLMTeacherConfig)
+
+
+class SamplerConfig(StrictModel):
+    kind: Literal["aligned", "uniform"] = "aligned"
+    edges: list[float] = Field(default_factory=lambda: [0.70, 0.90, 0.95])  # fractions of the score range
+    draws: list[int] = Field(default_factory=lambda: [1, 1, 1, 2])  # items per bin, lowest bin first
+    mode: Literal["exact", "approx"] = "exact"  # approx: subsampled edges + FAISS for the top bins
+    approx_subsample: int = Field(20000, ge=100)  # items scored to estimate each persona's bin edges
+    approx_factory: str | None = None  # FAISS index_factory string; None: Flat below 20k items, else IVF
+    approx_search_params: str | None = None  # faiss ParameterSpace string, e.g. "nprobe=32"; None: by factory
+    approx_max_k: int = Field(20000, ge=1)  # cap on the k-NN depth that retrieves a persona's top bins
+    score_batch: int = Field(4096, ge=1)  # items scored per matrix product (bounds the temporary)
+    score_memory_mb: float = Field(256.0, gt=0)  # bound on the persona-block x items score matrix
+    # Issue 13 remedies, off by default; docs/sampling-and-loss.md "Repeated items".
+    # A seeded share of each call's groups drawn as whole uniform groups (bins all -1).
+    uniform_share: float = Field(0.0, ge=0.0, le=1.0)
+    # Most draws of one item for one persona over all rounds (>= 1; null: no cap). Capped items leave the
+    # persona's bins; a bin that runs short is topped up uniformly (bins -1).
+    max_repeats: int | None = Field(None, ge=1)
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _check(self):
+        if len(self.draws) != len(self.edges) + 1:
+            raise ValueError(f"draws needs len(edges)+1 = {len(self.edges) + 1} entries, got {len(self.draws)}")
+        if any(not 0 < e < 1 for e in self.edges) or sorted(self.edges) != self.edges:
+            raise ValueError("edges must be increasing fractions in (0, 1)")
+        return self
+
+    @property
+    def group_size(self) -> int:
+        return sum(self.draws)
+
+
+class LabelConfig(StrictModel):
+    split: str = "train"
+    groups: int = 400  # round-0 groups labelled by label.py
+    chunk_size: int = 64  # answers per committed store chunk (a kill loses at most one chunk)
+    batch_size: int = 8  # rows per Ray Data batch to the teacher
+    concurrency: int = 1  # teacher actors (CPU/openai backends)
+    num_cpus_per_actor: float = 0.5  # fractional, or read tasks starve on 2 CPUs
+    num_gpus_per_actor: float = 0.0  # cpu/openai teacher actors; the vllm backend sets its own
+    requests_per_pass: int = 20000  # bounds the catalog rows held in the object store at once
+    retry_dropped: bool = False  # resend requests whose answer was dropped as unparseable on a rerun
+    progress_every_s: float = 10.0
+    seed: int = 0
+
+
+class TrainConfig(StrictModel):
+    num_workers: int = 2
+    use_gpu: bool = False
+    rounds: int = 4  # rounds after round 0; each: train an epoch, resample, label
+    groups_per_round: int = 200  # new teacher-labelled groups per round
+    budget: int | None = None  # total teacher groups (round 0 included); caps rounds when set
+    replay: float = 1.0  # fraction of earlier rounds' groups mixed into each round's training set
+    # Round k replays round r's groups at the share replay * replay_decay**(k - r); 1.0: every earlier
+    # round alike, as before (docs/training.md "Replay").
+    replay_decay: float = Field(1.0, gt=0.0, le=1.0)
+    epochs_per_round: int = 1
+    batch_groups: int = 16  # ranked groups per optimizer step per worker
+    lr: float = 1e-4
+    lr_decay: float = 0.95  # lr multiplied by this each round (the paper's 0.95**i)
+    weight_decay: float = 0.01
+    grad_clip: float = 1.0
+    tau: float = 0.05  # Bradley-Terry temperature on cosine differences
+    learn_tau: bool = False
+    amp: bool = True  # only on GPU
+    patience: int = 5
+    val_groups: int = 100  # held-out labelled groups (val personas x val items) for early stopping
+    max_failures: int = 2
+    num_to_keep: int = 2
+    seed: int = 0
+    # Which part of the image tower trains here: None = the student spec's own `trainable`; an int N
+    # = the last N layer groups + the projection (fewer is much faster on CPU; see docs/training.md).
+    trainable: Literal["all"] | int | None = None
+    lr_schedule: Literal["cosine", "constant"] = "cosine"  # within a round, after the per-round decay
+    lr_min_ratio: float = 0.1  # cosine ends at lr * lr_min_ratio at the round's last step
+    cpus_per_worker: float = 1.0  # Ray Train worker CPUs (torch threads = max(1, int(this)))
+    decode_cpus: float = 0.5  # per Ray Data image-decode task (fractional: leaves room on 2 CPUs)
+    min_delta: float = 0.0  # a round must beat the best val agreement by more than this to count
+    # With only the projection training over a frozen trunk (trainable: 0 on the offline student), compute
+    # the trunk's features once per run and train on them (same maths; ~100x the pairs/s on 2 CPUs).
+    # Ignored when any trunk layer trains. See distill/train/trunk_cache.py.
+    feature_cache: bool = True
+
+
+class EvalConfig(StrictModel):
+    """`ray_jobs/evaluate.py`: teacher knockout tournaments, MPR and baselines (docs/evaluation.md)."""
+
+    split: str = "test"
+    n_personas: int | None = Field(None, ge=1)  # the first n test personas by id (None: all of them; the paper: 50)
+    n_items: int | None = None  # test images per tournament, a seeded subset (None: the whole split; paper 4096)
+    variant: Literal["pairwise", "fiveway"] = "pairwise"  # the ground truth the metrics use
+    measure_agreement: bool = False  # also run the other variant and report winner agreement
+    hit_ks: list[int] = Field(default_factory=lambda: [5, 20, 100, 500])
+    ndcg_k: int = 5  # NDCG@k within teacher-ranked groups of 5
+    recall_ks: list[int] = Field(default_factory=lambda: [1, 2])  # recall of the group's teacher-best item
+    groups_per_persona: int = 5  # teacher-ranked random groups of 5 per test persona for NDCG/recall (0: off)
+    full_ranking: bool = True  # NDCG of the whole pool against the teacher's full ranking, where the teacher can score it
+    full_ndcg_k: int = Field(10, ge=1)  # that NDCG's k: the teacher's top k are the relevant items (gains k..1)
+    bootstrap: int = Field(2000, ge=0)  # persona resamples for the intervals of every mean and difference (0: none)
+    ci_level: float = Field(0.95, gt=0, lt=1)  # the intervals' level (percentile bootstrap)
+    delta_vs: str = "base"  # the report's differences are paired differences from this model
+    models: dict[str, str] = Field(default_factory=dict)  # extra name -> model dir or open_clip "name[:pretrained]"
+    text_only: bool = True  # the paper's "Text" column: persona vs item title+text, frozen text encoder
+    random_baseline: bool = True
+    per_round: bool = True  # evaluate <train_dir>/round-*/model for the MPR-vs-teacher-calls plot
+    persona_batch: int = 256  # personas scored per matrix product
+    grid_personas: int = 3  # personas shown in the top-5 image grid (the paper's Figure 4)
+    seed: int = 0
+    # Held-out queries beyond a persona (issue 12; docs/evaluation.md "Conversations" and "Composed queries"):
+    query_models: list[str] = Field(default_factory=lambda: ["distilled", "base"])  # students the two sections score
+    conversations: bool = True  # 2-4 turn conversations built from the test personas (LaViC setting)
+    rerank_k: int = Field(10, ge=0, le=20)  # the teacher re-ranks each conversation's student top k (0: no re-rank)
+    composed: bool = True  # reference image + modification text queries from held-out item pairs (MVFT-JI setting)
+    n_composed: int = Field(200, ge=1)  # composed queries (test-split (reference, target) pairs)
+    joint_weights: list[float] = Field(default_factory=lambda: [0.0, 0.25, 0.5, 0.75, 1.0])  # w of w*composed + (1-w)*description
+
+    @field_validator("joint_weights")
+    @classmethod
+    def _weights(cls, ws: list[float]) -> list[float]:
+        if not ws or any(not 0.0 <= w <= 1.0 for w in ws):
+            raise ValueError("joint_weights must be a non-empty list of numbers in [0, 1]")
+        return sorted(set(ws))
+
+    @field_validator("hit_ks", "recall_ks")
+    @classmethod
+    def _positive_ks(cls, ks: list[int]) -> list[int]:
+        if not ks or any(k < 1 for k in ks):
+            raise ValueError("ks must be a non-empty list of integers >= 1")
+        return sorted(set(ks))
+
+
+class StudyConfig(StrictModel):
+    """`distill study` / `make study`: each sampler variant trained and evaluated for each seed."""
+
+    seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1)
+    # names from distill.evaluation.study.VARIANTS: aligned, uniform, aligned+remedies
+    variants: list[Literal["aligned", "uniform", "aligned+remedies"]] = Field(
+        default_factory=lambda: ["aligned", "uniform", "aligned+remedies"], min_length=1)
+
+
+class EmbedConfig(StrictModel):
+    """How catalog images are embedded by a student (distill/embedding/catalog.py), for every stage that does it."""
+
+    # Up to this many images are embedded in the job's own process: a Ray Data job costs tens of seconds
+    # to start on 2 CPUs, more than a few thousand images take. Above it, Ray Data streams the catalog
+    # through actors. 0 = always Ray Data (a GPU cluster, whose driver runs on a CPU-only head node).
+    in_process_max: int = Field(2000, ge=0)
+    cache: bool = True  # reuse embeddings while the model's and the catalog's files are unchanged (paths.embed_cache)
+
+
+class IndexConfig(StrictModel):
+    """`ray_jobs/index.py`: embed the catalog with a student, build a versioned FAISS index (docs/serving.md)."""
+
+    model: str = "{distilled_model}"  # model dir to embed with
+    factory: str | None = None  # FAISS index_factory string; None = chosen by size (Flat when small)
+    memory_budget_gb: float = Field(4.0, gt=0)  # bound on the index in RAM; above it IVF-PQ is chosen (compressed: no recall floor)
+    flat_max: int = Field(200_000, ge=1)  # auto choice: exact Flat up to this many items, then IVF-Flat (distill/index/ann.py)
+    search_params: str | None = None  # faiss ParameterSpace string ("efSearch=128"); None: by factory
+    train_sample: int = Field(100_000, ge=1000)  # vectors sampled to train IVF/PQ quantizers
+    batch_size: int = Field(64, ge=1)
+    concurrency: int = Field(1, ge=1)  # embedding actors
+    num_cpus: float = Field(1.0, gt=0)  # per embedding actor (leave a CPU for the read tasks)
+    num_gpus: float = Field(0.0, ge=0)
+    split: str | None = None  # None = the whole catalog
+    keep_versions: int = Field(3, ge=2)  # older index versions are pruned (CURRENT and the previous stay)
+
+
+class ServeConfig(StrictModel):
+    """The Ray Serve retriever (`serve/`, docs/serving.md); its HTTP address is Serve's `http_options`, not a key here."""
+
+    api_key_env: str | None = None  # when set, requests need `X-API-Key` equal to this variable
+    cors_origins: list[str] = Field(default_factory=list)
+    max_k: int = Field(100, ge=1)
+    max_query_chars: int = Field(2000, ge=1)
+    max_body_bytes: int = Field(64 * 1024, ge=1024)  # larger request bodies get 413
+    max_embedding_inputs: int = Field(256, ge=1)  # strings per /v1/embeddings request
+    # single: the ingress replica also encodes and searches (no hops; fastest on one machine, scale by Api
+    # replicas); split: separate QueryEncoder and ImageIndex deployments, scaled on their own (docs/serving.md).
+    topology: Literal["single", "split"] = "split"
+    encoder_max_batch_size: int = Field(16, ge=1)  # queries encoded together (@serve.batch max_batch_size)
+    encoder_batch_wait_s: float = Field(0.0, ge=0)  # @serve.batch batch_wait_timeout_s; 0: a lone query never waits
+    version_poll_s: float = Field(2.0, gt=0)  # how often the ingress re-reads the index CURRENT pointer
+    thumbnail_size: int = Field(256, ge=32, le=1024)  # default size of /items/{id}/image
+    # Composed queries may upload a reference image (base64 in the /search body; docs/serving.md "Limits").
+    max_image_bytes: int = Field(2 * 1024 * 1024, ge=1024)  # decoded upload size; above it 413
+    max_image_pixels: int = Field(4096 * 4096, ge=64 * 64)  # width x height of an upload; above it 422
+    image_types: list[Literal["png", "jpeg", "webp"]] = Field(
+        default_factory=lambda: ["png", "jpeg", "webp"], min_length=1)  # accepted upload formats; others 415
+    conversation_rule: Literal["recency", "concat"] = "recency"  # how a conversation's user turns become one vector
+    joint_weight: float = Field(0.5, ge=0, le=1)  # composed query: w * composed + (1 - w) * teacher description
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_http_address(cls, data):
+        # serve.host/serve.port used to be accepted and silently ignored by `serve run`/`serve deploy`.
+        removed = sorted({"host", "port"} & set(data)) if isinstance(data, dict) else []
+        if removed:
+            keys = " and ".join(f"serve.{k}" for k in removed)
+            raise ValueError(f"{keys}: removed. Ray Serve's HTTP address belongs to `http_options` "
+                             "(host/port in serve/serve_config.yaml, or `serve start --http-host H --http-port P` "
+                             "before `serve run`); see docs/serving.md")
+        return data
+
+
+class RerankConfig(StrictModel):
+    """Teacher re-ranking of the student's top k at query time (`distill/retrieval/rerank.py`, docs/serving.md)."""
+
+    enabled: bool = False  # offer `"rerank": true` on /search (and teacher descriptions for composed queries)
+    k: int = Field(10, ge=1, le=20)  # the student's top k the teacher re-orders in one listwise request
+    image_size: int = Field(224, ge=28, le=1024)  # thumbnail side per candidate: 224 = 64 Qwen2.5-VL visual tokens
+    budget_s: float = Field(10.0, gt=0)  # a teacher answer later than this is ignored: the student's order stands
+    cache_size: int = Field(1024, ge=0)  # answers kept in memory (LRU) by (teacher id, query text, candidate ids)
+    # The teacher that re-ranks; null: the pipeline's `teacher` section. A full TeacherConfig (backend cpu |
+    # openai | vllm); e.g. the openai backend pointed at a `vllm serve` endpoint next to the retriever.
+    teacher: TeacherConfig | None = None
+    num_cpus: float = Field(0.5, gt=0)  # the Reranker deployment's CPUs (topology split)
+    num_gpus: float = Field(0.0, ge=0)  # its GPUs: 1 for an in-process vllm teacher
+
+
+class PipelineConfig(StrictModel):
+    """One run's configuration, a section per stage, in pipeline order."""
+
+    # where things are, and the embedded world that fills them when they are missing
+    paths: PathsConfig = Field(default_factory=PathsConfig)
+    world: WorldConfig = Field(default_factory=WorldConfig, description="used only when paths name no real data")
+
+    # the student, and its caption-aligned base
+    student: StudentSpec = Field(default_factory=StudentSpec)
+    align: AlignConfig = Field(default_factory=AlignConfig, description="makes the base model when it is missing")
+
+    # the teacher, the groups it is asked about, and labelling
+    teacher: TeacherConfig = Field(default_factory=TeacherConfig)
+    sampler: SamplerConfig = Field(default_factory=SamplerConfig, description="round 0 (label) and rounds >= 1 (train)")
+    label: LabelConfig = Field(default_factory=LabelConfig)
+
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    evaluate: EvalConfig = Field(default_factory=EvalConfig)
+    study: StudyConfig = Field(default_factory=StudyConfig, description="samplers x seeds (distill study)")
+
+    # embedding the catalog (every stage), the index and the retriever
+    embed: EmbedConfig = Field(default_factory=EmbedConfig, description="label, train, evaluate and index all embed")
+    index: IndexConfig = Field(default_factory=IndexConfig)
+    serve: ServeConfig = Field(default_factory=ServeConfig)
+    rerank: RerankConfig = Field(default_factory=RerankConfig, description="teacher re-ranking at query time (serve)")
+
+    def embed_options(self) -> dict:
+        """embed_catalog keyword arguments of the `embed` section (in-process threshold, cache dir)."""
+        cache = str(self.path("embed_cache")) if self.embed.cache else None
+        return {"in_process_max": self.embed.in_process_max, "cache_dir": cache}
+
+    def path(self, name: str) -> Path:
+        """Resolve a PathsConfig entry (or IndexConfig.model), expanding {workdir} and other path names."""
+        values = self.paths.model_dump()
+        raw = values.get(name) if name in values else name
+        for _ in range(3):  # allow one path to refer to another
+            raw = raw.format(**values)
+        return Path(raw)
+
+
+def load_pipeline_config(path: str | Path | None, overrides: list[str] | None = None) -> PipelineConfig:
+    return load_config(PipelineConfig, path, overrides)

@@ -1,0 +1,66 @@
+"""The sampler study's plumbing: run directories per (variant, seed), overrides, per-round summaries."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from distill.evaluation.study import VARIANTS, best_rounds, plan_runs, summarise_rounds, with_overrides
+from distill.config.pipeline import PipelineConfig
+
+
+def _cfg(tmp_path) -> PipelineConfig:
+    return PipelineConfig.model_validate({"paths": {"workdir": str(tmp_path)}})
+
+
+def test_seed_zero_reuses_the_train_stage_runs_and_other_seeds_get_their_own(tmp_path):
+    runs = plan_runs(_cfg(tmp_path), ["aligned", "uniform", "aligned+remedies"], [0, 1])
+    dirs = {(r.variant, r.seed): r.train_dir for r in runs}
+    assert dirs[("aligned", 0)] == (tmp_path / "train").resolve()
+    assert dirs[("uniform", 0)] == (tmp_path / "train-uniform").resolve()
+    assert len(set(dirs.values())) == 6  # no two runs share a directory
+    for r in runs:
+        assert r.cfg.train.seed == r.seed == r.cfg.sampler.seed and r.cfg.sampler.kind == VARIANTS[r.variant][0]
+    remedies = next(r for r in runs if r.variant == "aligned+remedies")
+    assert remedies.cfg.sampler.uniform_share == 0.2 and remedies.cfg.sampler.max_repeats == 2
+
+
+def test_unknown_keys_and_variants_are_errors(tmp_path):
+    with pytest.raises(KeyError, match="train.sed"):
+        with_overrides(_cfg(tmp_path), {"train.sed": 1})
+    with pytest.raises(ValueError, match="unknown study variant"):
+        plan_runs(_cfg(tmp_path), ["greedy"], [0])
+    with pytest.raises(ValueError):
+        PipelineConfig.model_validate({"study": {"variants": ["greedy"]}})
+
+
+def test_round_summaries_pair_each_round_with_the_base(tmp_path):
+    cfg = _cfg(tmp_path)
+    runs = plan_runs(cfg, ["aligned"], [0])
+    train_dir = runs[0].train_dir
+    train_dir.mkdir(parents=True)
+    rows = [{"round": 0, "teacher_groups": 100, "val_agreement": 0.6, "redraw_rate": 0.0},
+            {"round": 1, "teacher_groups": 150, "val_agreement": 0.7, "redraw_rate": 0.25}]
+    (train_dir / "results.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+    (train_dir / "state.json").write_text(json.dumps({"best_round": 1}))
+    rng = np.random.default_rng(0)
+    base = rng.uniform(0, 100, 50)
+    personas = [f"p{i}" for i in range(50)]
+    cols = {"variant": [], "seed": [], "round": [], "teacher_groups": [], "persona_id": [], "percentile": [],
+            "ndcg10": []}
+    for variant, seed, rnd, groups, pct in (("base", -1, -1, 0, base), ("aligned", 0, 0, 100, base + 1.0),
+                                            ("aligned", 0, 1, 150, base + 5.0)):
+        for p, v in zip(personas, pct):
+            for k, val in zip(cols, (variant, seed, rnd, groups, p, v, 50.0)):
+                cols[k].append(val)
+    table = summarise_rounds(pa.table(cols), runs, n_boot=200)
+    by_round = {r["round"]: r for r in table.to_pylist()}
+    # a constant shift per persona: the paired interval collapses onto it
+    assert by_round[1]["delta_mpr_mean"] == pytest.approx(5.0)
+    assert by_round[1]["delta_mpr_low"] == pytest.approx(5.0) and by_round[1]["delta_mpr_high"] == pytest.approx(5.0)
+    assert by_round[1]["mpr_low"] < by_round[1]["mpr_mean"] < by_round[1]["mpr_high"]
+    assert by_round[1]["redraw_rate"] == 0.25 and by_round[0]["val_agreement"] == 0.6
+    assert [r["round"] for r in best_rounds(table, runs).to_pylist()] == [1]
