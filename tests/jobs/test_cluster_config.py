@@ -1,6 +1,7 @@
 """Deployment files are checked by the tools that consume them: cluster.yaml by the Ray autoscaler's own schema and
-config preparation, configs/*.yaml by distill.config.pipeline.PipelineConfig, and the KubeRay manifests against the files
-they must agree with (production config, Serve config, pinned Ray version)."""
+config preparation, configs/*.yaml by distill.config.pipeline.PipelineConfig, and the KubeRay manifests and their
+image (deploy/Dockerfile) against the files they must agree with (production config, Serve config, pinned Ray
+version, the build command the docs give)."""
 
 from __future__ import annotations
 
@@ -226,3 +227,79 @@ def test_rayservice_carries_the_serve_config():
     serve_v2 = yaml.safe_load(service["spec"]["serveConfigV2"])
     assert service["spec"]["rayClusterConfig"]["rayVersion"] == _locked_ray_version()
     assert serve_v2["applications"] == _yaml(SERVE_CONFIG)["applications"]
+
+
+# ------------------------------------------------------------------------------------------ deploy/Dockerfile
+
+DOCKERFILE = ROOT / "deploy" / "Dockerfile"
+BUILD_COMMAND = re.compile(r"docker build -f deploy/Dockerfile -t (\S+) \.(?:\s|$)")
+
+
+def _dockerfile_instructions() -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) pairs, comments dropped and backslash continuations joined."""
+    text = re.sub(r"\\\n", " ", "\n".join(line for line in DOCKERFILE.read_text().splitlines()
+                                          if not line.lstrip().startswith("#")))
+    pairs = [line.split(None, 1) for line in text.splitlines() if line.strip()]
+    return [(op.upper(), args.strip()) for op, args in pairs]
+
+
+def _manifest_images() -> set[str]:
+    images = set()
+    for name in ("label-job.yaml", "train-job.yaml"):
+        spec = _manifest(name)["spec"]
+        images |= {c["image"] for c in _pod_containers(spec["rayClusterSpec"])}
+        images |= {c["image"] for c in spec["submitterPodTemplate"]["spec"]["containers"]}
+    images |= {c["image"] for c in _pod_containers(_manifest("rayservice.yaml")["spec"]["rayClusterConfig"])}
+    return images
+
+
+def test_dockerfile_base_is_the_locked_ray_llm_image_of_cluster_yaml(cluster):
+    froms = [args for op, args in _dockerfile_instructions() if op == "FROM"]
+    assert len(froms) == 1, f"deploy/Dockerfile should have one stage, has FROM {froms}"
+    base = froms[0]
+    assert "$" not in base, "the base image is written out, not an ARG, so it can be checked and read"
+    assert base.startswith("rayproject/ray-llm:"), "one image with Ray and the vLLM that ray[llm] pins"
+    assert _image_ray_version(base) == _locked_ray_version()
+    assert base == cluster["docker"]["image"], "the KubeRay image and the AWS launcher's nodes start from one base"
+
+
+def test_dockerfile_installs_the_project_as_cluster_yaml_does(cluster):
+    instructions = _dockerfile_instructions()
+    assert ("COPY", "--chown=ray . /home/ray/distill") in instructions
+    assert ("WORKDIR", "/home/ray/distill") in instructions
+    run = " ".join(args for op, args in instructions if op == "RUN")
+    # Same constraints as setup_commands: the image's Ray/vLLM/torch stay; requirements.lock is not installed.
+    for command in cluster["setup_commands"]:
+        if command.startswith("pip freeze"):
+            assert command in run
+    assert '-c /tmp/image-pins.txt -e "/home/ray/distill[gpu]"' in run
+    assert "requirements.lock" not in run and "--force-reinstall" not in run
+    # The RayJobs upload the repo baked into the image as their working directory.
+    for name in ("label-job.yaml", "train-job.yaml"):
+        assert yaml.safe_load(_manifest(name)["spec"]["runtimeEnvYAML"]) == {"working_dir": "/home/ray/distill"}
+
+
+def test_dockerignore_keeps_the_context_to_the_repo():
+    ignored = [line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines()
+               if line.strip() and not line.startswith("#")]
+    for path in (".git", ".venv", "runs"):
+        assert path in ignored
+    for needed in ("distill", "serve", "ray_jobs", "configs", "pyproject.toml", "README.md"):
+        assert not any(needed == entry.strip("/") for entry in ignored), f"{needed} is needed inside the image"
+
+
+def test_manifests_run_the_image_the_docs_say_to_build():
+    files = [DOCKERFILE, ROOT / "docs" / "operations.md", CLUSTER_YAML,
+             KUBERAY / "label-job.yaml", KUBERAY / "train-job.yaml"]
+    built = {path.name: set(BUILD_COMMAND.findall(path.read_text())) for path in files}
+    for name, tags in built.items():
+        assert len(tags) == 1, f"{name} should say once how to build it: {tags or 'no docker build -f deploy/...'}"
+    (tag,) = set.union(*built.values())
+    assert all(tags == {tag} for tags in built.values()), f"the docs name different images to build: {built}"
+    assert _image_ray_version(tag) == _locked_ray_version()
+    froms = [args for op, args in _dockerfile_instructions() if op == "FROM"]
+    assert tag.split(":", 1)[1] == froms[0].split(":", 1)[1], "distill's tag mirrors its base's <ray>-py<NN>-<cuda>"
+    assert _manifest_images() == {tag}
+    for name in ("label-job.yaml", "train-job.yaml", "rayservice.yaml"):
+        header = (KUBERAY / name).read_text()
+        assert "deploy/Dockerfile" in header and "<<'EOF'" not in header
