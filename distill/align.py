@@ -5,8 +5,10 @@ catalog `title` with a symmetric CLIP (InfoNCE) loss against the FROZEN text tow
 queries literally, like CLIP; it is the model the distillation must beat. A production student that is
 already caption-aligned (ViT-B-32, FashionCLIP) sets `align.enabled: false` and is saved as-is.
 
-With `trainable: 0` (default) only the projection trains: trunk features are computed once (streaming
-over the catalog in batches), then the projection is fit on them in seconds.
+`align.trainable` (null: `student.trainable`; see `distill.config.types.Trainable`) picks what trains. With 0
+(the embedded config) only the projection trains: trunk features are computed once (streaming over the
+catalog in batches), then the projection is fit on them in seconds. Otherwise the unlocked tower trains end
+to end from pixels. The saved base model keeps the pipeline's student spec either way.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -22,6 +25,9 @@ from distill.data.layout import catalog_root, iter_catalog_rows
 from distill.images import try_load_row_image
 from distill.losses import clip_loss
 from distill.student import Student, build_student, save_student
+
+if TYPE_CHECKING:
+    from distill.config.pipeline import AlignConfig, PipelineConfig
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +61,7 @@ def trunk_features(student: Student, catalog_dir, split: str, cache_dir=None) ->
     return feats, [title_of[i] for i in res.item_ids], list(res.errors)
 
 
-def fit_projection(student: Student, feats: torch.Tensor, text_emb: torch.Tensor, cfg) -> list[float]:
+def fit_projection(student: Student, feats: torch.Tensor, text_emb: torch.Tensor, cfg: AlignConfig) -> list[float]:
     """Train only the image projection (visual.head) on precomputed trunk features."""
     head = student.model.visual.head
     opt = torch.optim.AdamW(head.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -79,7 +85,7 @@ def fit_projection(student: Student, feats: torch.Tensor, text_emb: torch.Tensor
     return losses
 
 
-def fit_full(student: Student, catalog_dir, cfg) -> list[float]:
+def fit_full(student: Student, catalog_dir, cfg: AlignConfig) -> list[float]:
     """Train the unlocked image tower end to end (streams images every epoch; slower)."""
     opt = torch.optim.AdamW(student.image_parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     losses = []
@@ -114,7 +120,8 @@ def recall_of_own_title(image_emb: torch.Tensor, title_emb: torch.Tensor, k: int
 def title_recall_at_k(student: Student, catalog_dir, split: str = "val", k: int = 10) -> float:
     student.eval()
     embs, titles = [], []
-    for rows in iter_catalog_rows(catalog_dir, split, batch_rows=64, columns=["item_id", "image", "image_path", "title"]):
+    columns = ["item_id", "image", "image_path", "title"]
+    for rows in iter_catalog_rows(catalog_dir, split, batch_rows=64, columns=columns):
         pixels, batch_titles = _pixels_and_titles(student, rows, catalog_root(catalog_dir), [])
         if pixels:
             embs.append(student(torch.stack(pixels)))
@@ -127,16 +134,18 @@ def _head_recall(student: Student, feats: torch.Tensor, title_emb: torch.Tensor)
     return recall_of_own_title(F.normalize(student.model.visual.head(feats), dim=-1), title_emb)
 
 
-def align_student(cfg, out_dir: str | Path | None = None) -> Path:
+def align_student(cfg: PipelineConfig, out_dir: str | Path | None = None) -> Path:
     """Build the configured student, caption-align it on the train split, save it as the base model."""
     out_dir = Path(out_dir or cfg.path("base_model"))
     catalog = cfg.path("catalog")
+    trainable = cfg.student.trainable if cfg.align.trainable is None else cfg.align.trainable
     torch.manual_seed(cfg.align.seed)
-    student = build_student(cfg.student)
+    # Built with this stage's `trainable` (what the optimizer may touch); saved with the student spec itself.
+    student = build_student(cfg.student.model_copy(update={"trainable": trainable}))
     t0 = time.time()
     extra = {"role": "base", "aligned": False}
     if cfg.align.enabled:
-        if cfg.align.trainable == 0 and hasattr(student.model.visual, "head"):
+        if trainable == 0 and hasattr(student.model.visual, "head"):
             # Trunk features are computed once per split; only the projection changes.
             cache = cfg.embed_options()["cache_dir"]
             val_feats, val_titles, _ = trunk_features(student, catalog, "val", cache)
@@ -154,4 +163,5 @@ def align_student(cfg, out_dir: str | Path | None = None) -> Path:
                      title_recall_at_10_val={"before": before, "after": after}, skipped_images=len(skipped))
         log.info("title recall@10 on val: %.3f -> %.3f (%.0fs, %d images skipped)", before, after,
                  time.time() - t0, len(skipped))
+    student.spec = cfg.student  # the base model's manifest: train.trainable overrides it again, not align's
     return save_student(student, out_dir, extra=extra)

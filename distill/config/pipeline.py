@@ -15,6 +15,7 @@ from pydantic import Field, field_validator, model_validator
 
 from distill.config.loading import StrictModel, load_config
 from distill.config.student import StudentSpec
+from distill.config.types import Split, Trainable
 
 
 class PathsConfig(StrictModel):
@@ -50,7 +51,9 @@ class AlignConfig(StrictModel):
     lr: float = 1e-3
     weight_decay: float = 0.01
     temperature: float = 0.05
-    trainable: Literal["all"] | int = 0  # 0 = projection only (the trunk keeps ImageNet weights)
+    # Which part of the image tower aligns: overrides student.trainable (same meaning) for this stage; null = the
+    # student's own. 0 = the projection only, fit on trunk features computed once (the embedded setting).
+    trainable: Trainable | None = None
     seed: int = 0
 
 
@@ -150,7 +153,7 @@ class SamplerConfig(StrictModel):
 
 
 class LabelConfig(StrictModel):
-    split: str = "train"
+    split: Split = "train"
     groups: int = 400  # round-0 groups labelled by label.py
     chunk_size: int = 64  # answers per committed store chunk (a kill loses at most one chunk)
     batch_size: int = 8  # rows per Ray Data batch to the teacher
@@ -187,9 +190,9 @@ class TrainConfig(StrictModel):
     max_failures: int = 2
     num_to_keep: int = 2
     seed: int = 0
-    # Which part of the image tower trains here: None = the student spec's own `trainable`; an int N
-    # = the last N layer groups + the projection (fewer is much faster on CPU; see docs/training.md).
-    trainable: Literal["all"] | int | None = None
+    # Which part of the image tower trains in the rounds: overrides student.trainable (same meaning) for this
+    # stage; null = the student's own. Fewer layer groups is much faster on CPU (docs/training.md).
+    trainable: Trainable | None = None
     lr_schedule: Literal["cosine", "constant"] = "cosine"  # within a round, after the per-round decay
     lr_min_ratio: float = 0.1  # cosine ends at lr * lr_min_ratio at the round's last step
     cpus_per_worker: float = 1.0  # Ray Train worker CPUs (torch threads = max(1, int(this)))
@@ -204,7 +207,7 @@ class TrainConfig(StrictModel):
 class EvalConfig(StrictModel):
     """`ray_jobs/evaluate.py`: teacher knockout tournaments, MPR and baselines (docs/evaluation.md)."""
 
-    split: str = "test"
+    split: Split = "test"
     n_personas: int | None = Field(None, ge=1)  # the first n test personas by id (None: all of them; the paper: 50)
     n_items: int | None = None  # test images per tournament, a seeded subset (None: the whole split; paper 4096)
     variant: Literal["pairwise", "fiveway"] = "pairwise"  # the ground truth the metrics use
@@ -280,7 +283,7 @@ class IndexConfig(StrictModel):
     concurrency: int = Field(1, ge=1)  # embedding actors
     num_cpus: float = Field(1.0, gt=0)  # per embedding actor (leave a CPU for the read tasks)
     num_gpus: float = Field(0.0, ge=0)
-    split: str | None = None  # None = the whole catalog
+    split: Split | None = None  # None = the whole catalog
     keep_versions: int = Field(3, ge=2)  # older index versions are pruned (CURRENT and the previous stay)
 
 

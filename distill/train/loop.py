@@ -24,15 +24,19 @@ import time
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import torch
 from pydantic import BaseModel, ConfigDict
 from torch import nn
 
+from distill.config.student import StudentSpec
+from distill.config.types import Trainable
 from distill.losses import BradleyTerryLoss, group_scores, pairwise_accuracy
 from distill.student import Student, build_student, read_manifest, save_student
-from distill.config.student import StudentSpec
+
+if TYPE_CHECKING:
+    from distill.config.pipeline import TrainConfig
 
 log = logging.getLogger(__name__)
 
@@ -59,8 +63,8 @@ class RankingModel(nn.Module):
         return self.loss(scores), scores
 
 
-def load_student_for_training(model_dir: str | Path, trainable=None) -> Student:
-    """A saved student with its trainable part optionally narrowed (`TrainConfig.trainable`)."""
+def load_student_for_training(model_dir: str | Path, trainable: Trainable | None = None) -> Student:
+    """A saved student; `trainable` (`TrainConfig.trainable`) overrides its spec's own for this run, None keeps it."""
     from safetensors.torch import load_file
 
     manifest = read_manifest(model_dir)
@@ -166,12 +170,12 @@ class LoopConfig(BaseModel):
     learn_tau: bool
     amp: bool
     seed: int
-    trainable: Literal["all"] | int | None
+    trainable: Trainable | None  # TrainConfig.trainable: None = the saved student's own
     torch_threads: int
     inputs: Literal["pixels", "features"] = "pixels"  # the dataset column holding the images
 
     @classmethod
-    def for_round(cls, tcfg, round_idx: int, init_model: str | Path, n_rows: int, num_workers: int,
+    def for_round(cls, tcfg: TrainConfig, round_idx: int, init_model: str | Path, n_rows: int, num_workers: int,
                   inputs: str = "pixels", epochs: int | None = None) -> LoopConfig:
         epochs = epochs or tcfg.epochs_per_round
         steps_per_epoch = max(1, math.ceil((n_rows // num_workers) / tcfg.batch_groups))
@@ -240,7 +244,8 @@ def _prepare(cfg: LoopConfig) -> WorkerRun:
     device = ray.train.torch.get_device()
     # Frozen BN statistics are identical on every rank: no need to broadcast buffers each step.
     model = ray.train.torch.prepare_model(
-        RankingModel(student, loss), parallel_strategy_kwargs={"forward_sync_buffers": not student.spec.freeze_bn_stats})
+        RankingModel(student, loss),
+        parallel_strategy_kwargs={"forward_sync_buffers": not student.spec.freeze_bn_stats})
     optimizer, scheduler = build_optimizer(model, cfg)
     autocast, scaler = amp_context(device, cfg.amp)
     run = WorkerRun(model, model.module if hasattr(model, "module") else model, optimizer, scheduler, autocast,
@@ -320,7 +325,8 @@ def _train_epoch(run: WorkerRun, shard, cfg: LoopConfig, epoch: int) -> dict:
         run.scheduler.step()
         first_loss = result.loss if first_loss is None else first_loss
         loss_sum += result.loss * result.groups
-        correct, pairs, groups, steps = correct + result.correct_pairs, pairs + result.pairs, groups + result.groups, steps + 1
+        correct, pairs = correct + result.correct_pairs, pairs + result.pairs
+        groups, steps = groups + result.groups, steps + 1
         if run.rank == 0 and time.time() - last > PROGRESS_EVERY_S:
             last = time.time()
             log.info("round %d epoch %d: step %d/%d loss %.4f pair acc %.3f (%.1f pairs/s on rank 0)", cfg.round,
@@ -349,8 +355,8 @@ def completed_checkpoint(run_dir: Path, epochs: int):
     return result.checkpoint, result.metrics
 
 
-def fit_round(tcfg, round_idx: int, dataset, init_model: str | Path, storage_path: str | Path, run_name: str,
-              num_workers: int | None = None, epochs: int | None = None) -> tuple[Path, dict]:
+def fit_round(tcfg: TrainConfig, round_idx: int, dataset, init_model: str | Path, storage_path: str | Path,
+              run_name: str, num_workers: int | None = None, epochs: int | None = None) -> tuple[Path, dict]:
     """Train one round with TorchTrainer; returns (local checkpoint dir, rank-0 metrics of the last epoch)."""
     num_workers = num_workers or tcfg.num_workers
     storage_path = Path(storage_path).resolve()
@@ -366,7 +372,7 @@ def fit_round(tcfg, round_idx: int, dataset, init_model: str | Path, storage_pat
     return Path(result.checkpoint.path), result.metrics
 
 
-def _torch_trainer(tcfg, cfg: LoopConfig, dataset, storage_path: Path, run_name: str, num_workers: int):
+def _torch_trainer(tcfg: TrainConfig, cfg: LoopConfig, dataset, storage_path: Path, run_name: str, num_workers: int):
     from ray.train import (
         CheckpointConfig,
         DataConfig,

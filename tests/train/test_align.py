@@ -1,11 +1,11 @@
 import json
 
 import torch
+from helpers.data import make_catalog
 
 from distill.align import align_student, recall_of_own_title, title_recall_at_k
 from distill.config.pipeline import PipelineConfig
 from distill.student import build_student, load_student
-from helpers.data import make_catalog
 
 
 def test_recall_of_own_title_brute_force():
@@ -20,12 +20,14 @@ def test_align_improves_title_retrieval_and_saves_base(tmp_path):
     catalog = make_catalog(tmp_path / "catalog", n=24)
     cfg = PipelineConfig.model_validate({
         "paths": {"workdir": str(tmp_path), "catalog": str(catalog)},
-        "align": {"epochs": 40, "batch_size": 16, "lr": 0.01},
+        # trainable 0: the projection only, as configs/embedded.yaml (the default, null, is the student's "all")
+        "align": {"epochs": 40, "batch_size": 16, "lr": 0.01, "trainable": 0},
     })
     out = align_student(cfg)
     manifest = json.loads((out / "manifest.json").read_text())
     recall = manifest["title_recall_at_10_val"]
     assert manifest["aligned"] is True and manifest["role"] == "base"
+    assert manifest["spec"]["trainable"] == "all"  # align.trainable narrows the stage, not the saved student spec
     assert recall["after"] >= recall["before"]
     aligned = load_student(out)
     assert aligned.encode_texts(["x"]).shape == (1, 384)
