@@ -1,4 +1,4 @@
-"""Per-round memorisation diagnostics (issue 13): how often the sampler redraws a persona's items, and
+"""Per-round memorisation diagnostics: how often the sampler redraws a persona's items, and
 the gap between agreement on the groups a round trained on and on the held-out val groups.
 
 RoundDriver writes them into each round's line of results.jsonl (and state.json's history);

@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
@@ -26,6 +27,9 @@ import pyarrow.parquet as pq
 
 from distill import fsutil
 from distill.label.pipeline import IncompleteLabels, transient_drops
+
+if TYPE_CHECKING:
+    from distill.config.pipeline import TrainConfig
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +86,7 @@ def round_zero_labels(store, teacher_id: str, train_personas: set[str]) -> pa.Ta
     return labels.filter(keep).select(LABEL_COLUMNS).cast(ROUND_ROWS)
 
 
-def new_groups_budget(tcfg, used: int) -> int:
+def new_groups_budget(tcfg: TrainConfig, used: int) -> int:
     """How many new groups the next round may label: groups_per_round, capped by the remaining budget."""
     if tcfg.budget is None:
         return tcfg.groups_per_round

@@ -11,9 +11,13 @@ import json
 import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from distill import fsutil
 from distill.student import read_manifest
+
+if TYPE_CHECKING:
+    from distill.config.pipeline import PipelineConfig
 
 
 class _RunFile:
@@ -56,7 +60,7 @@ class RunPaths:
         return f"{self.run_name}-round-{round_idx:02d}"
 
 
-def run_paths(cfg, sampler: str) -> RunPaths:
+def run_paths(cfg: PipelineConfig, sampler: str) -> RunPaths:
     """The aligned sampler owns the configured paths; an ablation sampler gets '-<sampler>' siblings."""
     train_dir, distilled = cfg.path("train"), cfg.path("distilled_model")
     if sampler != "aligned":

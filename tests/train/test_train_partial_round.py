@@ -1,4 +1,4 @@
-"""Defect 2 (issue 11): a round (or the val set) labelled while the teacher was down must not be final.
+"""A round (or the val set) labelled while the teacher was down must not be final.
 
 The teacher is an OpenAI-compatible server double (the true teacher boundary) that is down (HTTP 503)
 for every other request, then recovers. The draw is not final while answers are owed; the rerun asks
@@ -15,9 +15,8 @@ import yaml
 from helpers.data import make_training_world
 from test_teacher_openai import FakeChatServer
 
-from distill.label.pipeline import LabelSummary
 from distill.config.pipeline import load_pipeline_config
-from distill.label.pipeline import IncompleteLabels
+from distill.label.pipeline import IncompleteLabels, LabelSummary
 from distill.train.groups import ROUND_ROWS, LabelledDraw
 from distill.train.rounds import RoundDriver
 from distill.train.state import copy_model
@@ -57,19 +56,19 @@ def test_teacher_down_for_half_a_round_then_the_rerun_completes_it(ray_session, 
         driver = RoundDriver(cfg, "aligned", progress=False)
         copy_model(cfg.path("base_model"), driver.paths.round_model(0), {"role": "round", "round": 0})
         earlier = ROUND_ROWS.empty_table()
-        assert _ask(driver.val_labels) is None, "val groups with unanswered requests must not be final"
-        assert _ask(lambda: driver.round_groups(1, earlier)) is None, "a partial round must not be final"
+        assert _ask(driver.heldout.val_labels) is None, "val groups with unanswered requests must not be final"
+        assert _ask(lambda: driver.draws.round_groups(1, earlier)) is None, "a partial round must not be final"
         assert not driver.paths.val_labels.exists() and not driver.paths.groups(1).exists()
-        errors = driver.store.read_errors()
+        errors = driver.ctx.store.read_errors()
         owed = errors.num_rows
         assert owed > 0 and all(r.startswith("teacher_error:") for r in errors["reason"].to_pylist())
-        drawn = set(errors["group_id"].to_pylist()) | set(driver.store.read()["group_id"].to_pylist())
+        drawn = set(errors["group_id"].to_pylist()) | set(driver.ctx.store.read()["group_id"].to_pylist())
         asked_while_down = len(teacher.requests)
 
         teacher.script.clear()  # the teacher recovers; the job is rerun
         rerun = RoundDriver(cfg, "aligned", progress=False)
-        val = rerun.val_labels()
-        new = rerun.round_groups(1, earlier)
+        val = rerun.heldout.val_labels()
+        new = rerun.draws.round_groups(1, earlier)
         assert len(teacher.requests) - asked_while_down == owed  # only the missing groups were asked again
 
         for labels in (val, new):
@@ -83,7 +82,8 @@ def test_teacher_down_for_half_a_round_then_the_rerun_completes_it(ray_session, 
 
         asked = len(teacher.requests)  # a further rerun reads the final files: no teacher call
         again = RoundDriver(cfg, "aligned", progress=False)
-        assert again.round_groups(1, earlier).equals(new) and again.val_labels().num_rows == val.num_rows
+        assert again.draws.round_groups(1, earlier).equals(new)
+        assert again.heldout.val_labels().num_rows == val.num_rows
         assert len(teacher.requests) == asked
 
 
