@@ -7,10 +7,10 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
-from helpers.data import make_catalog, make_index
 
 from distill.config.pipeline import ServeConfig
 from distill.student import save_student
+from helpers.data import make_catalog, make_index
 
 SMALL = {"num_cpus": 0.1}  # several deployments on a 2-CPU test cluster
 TOPOLOGIES = ["split", "single"]  # ServeConfig.topology: every behaviour of the API must hold in both
@@ -58,7 +58,7 @@ class FakeVLM:
     (answers after `delay_s`). Every request body is in `.requests`."""
 
     def __init__(self, description: str = "A blue ball.", delay_s: float = 5.0):
-        from test_teacher_openai import FakeChatServer
+        from helpers.openai_server import FakeChatServer
 
         self.server = FakeChatServer([])
         self.server.script = self  # FakeChatServer pops its next answer from here, after recording the body

@@ -7,28 +7,14 @@ import tracemalloc
 import numpy as np
 import pyarrow as pa
 import pytest
+from helpers.embeddings import make_world
 
-from distill.sampling.sampler import UNIFORM_BIN, SamplingStats, bin_stats, sample_groups
-from distill.sampling.bins import assign_bins, bin_thresholds, score_items
-from distill.sampling.approx import build_item_index
-from distill.schemas import GROUPS
 from distill.config.pipeline import SamplerConfig
 from distill.hashing import hash_key
-
-
-def unit_rows(x: np.ndarray) -> np.ndarray:
-    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
-
-
-def make_world(n_personas: int, n_items: int, dim: int = 16, seed: int = 0, clusters: int = 0):
-    rng = np.random.default_rng(seed)
-    if clusters:
-        centres = rng.normal(size=(clusters, dim))
-        items = unit_rows(centres[rng.integers(0, clusters, n_items)] + 0.6 * rng.normal(size=(n_items, dim)))
-        personas = unit_rows(centres[rng.integers(0, clusters, n_personas)] + 0.8 * rng.normal(size=(n_personas, dim)))
-    else:
-        items, personas = unit_rows(rng.normal(size=(n_items, dim))), unit_rows(rng.normal(size=(n_personas, dim)))
-    return [f"p{i}" for i in range(n_personas)], personas, [f"i{i}" for i in range(n_items)], items
+from distill.sampling.approx import build_item_index
+from distill.sampling.bins import assign_bins, bin_thresholds, score_items
+from distill.sampling.sampler import UNIFORM_BIN, SamplingStats, bin_stats, sample_groups
+from distill.schemas import GROUPS
 
 
 @pytest.fixture(scope="module")
@@ -99,7 +85,8 @@ def test_seeded_per_round(world):
     assert first.equals(again)
     assert first.column("group_id").to_pylist() != other_round.column("group_id").to_pylist()
     # The memory bound changes how personas are blocked, not which groups are drawn.
-    tight = sample_groups(persona_ids, personas, item_ids, items, 20, cfg.model_copy(update={"score_memory_mb": 0.01}), round=2)
+    tight_cfg = cfg.model_copy(update={"score_memory_mb": 0.01})
+    tight = sample_groups(persona_ids, personas, item_ids, items, 20, tight_cfg, round=2)
     assert first.equals(tight)
 
 
@@ -137,7 +124,8 @@ def test_never_materialises_the_persona_by_item_matrix():
 def test_approx_mode_matches_exact_bins():
     persona_ids, personas, item_ids, items = make_world(n_personas=10, n_items=6000, dim=16, seed=11, clusters=30)
     exact_cfg = SamplerConfig()
-    approx_cfg = SamplerConfig(mode="approx", approx_subsample=1500, approx_factory="IVF32,Flat", approx_search_params="nprobe=8")
+    approx_cfg = SamplerConfig(mode="approx", approx_subsample=1500, approx_factory="IVF32,Flat",
+                               approx_search_params="nprobe=8")
     index = build_item_index(items, approx_cfg)
     stats = SamplingStats()
     approx = sample_groups(persona_ids, personas, item_ids, items, 40, approx_cfg, round=0, index=index, stats=stats)

@@ -1,23 +1,22 @@
-"""Issue 13 remedies and diagnostics: sampler.uniform_share, sampler.max_repeats, train.replay_decay, and the
-per-round redraw / train-val gap columns. Defaults must reproduce the draws from before the options existed."""
+"""Remedies for repeated items, and their diagnostics: sampler.uniform_share, sampler.max_repeats,
+train.replay_decay, and the per-round redraw / train-val gap columns. Defaults must reproduce the draws from
+before the options existed."""
 
 from __future__ import annotations
 
 import hashlib
-import json
 from collections import Counter
-from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pytest
+from helpers.embeddings import make_world
 from pydantic import ValidationError
-from test_sampling import make_world
 
-from distill.sampling.sampler import UNIFORM_BIN, SamplingStats, sample_groups
-from distill.sampling.remedies import draw_counts
 from distill.config.pipeline import SamplerConfig, TrainConfig
-from distill.train.diagnostics import DIAGNOSTIC_COLUMNS, read_results, redraw_stats
+from distill.sampling.remedies import draw_counts
+from distill.sampling.sampler import UNIFORM_BIN, SamplingStats, sample_groups
+from distill.train.diagnostics import redraw_stats
 from distill.train.groups import replay_rows
 
 
@@ -158,7 +157,8 @@ def test_replay_decay_shrinks_older_rounds_by_decay_per_round_of_age():
 
 
 def _labels(rows):
-    return pa.table({"persona_id": [r[0] for r in rows], "ranking": pa.array([r[1] for r in rows], pa.list_(pa.string()))})
+    return pa.table({"persona_id": [r[0] for r in rows],
+                     "ranking": pa.array([r[1] for r in rows], pa.list_(pa.string()))})
 
 
 def test_redraw_rate_is_zero_in_the_first_round_and_counts_earlier_draws_per_persona():
@@ -188,32 +188,3 @@ def test_sampler_groups_count_as_draws_too():
     assert redraw_stats(groups, groups, 4)["redraw_rate"] == 1.0
 
 
-def test_round_record_carries_the_diagnostics_and_the_train_val_gap(tmp_path):
-    from distill.train.rounds import RoundDriver
-    from distill.train.state import RunState
-
-    driver = RoundDriver.__new__(RoundDriver)  # no config, store or Ray: only the bookkeeping under test
-    driver.tcfg = TrainConfig()
-    driver.state = RunState(teacher_id="t", sampler="aligned", best_val=0.5, base_val=0.5, rounds_done=-1)
-    driver.__dict__["base_group_agreement"] = np.array([0.5, 0.5])
-    driver.__dict__["text_emb"] = {"p1": np.array([1.0, 0.0], np.float32)}
-    items = {"a": [0.9, 0.1], "b": [0.5, 0.5], "c": [0.1, 0.9]}
-    model_dir = tmp_path / "round-00" / "model"
-    driver._train_emb = (model_dir, list(items), np.array(list(items.values()), np.float32))
-    driver.export_best = lambda *args: None
-    new = _labels([("p1", ["a", "b", "c"])])  # the student agrees on all 3 pairs
-    replayed = _labels([("p1", ["c", "b", "a"])])  # and on none of these
-    diag = driver.round_diagnostics(model_dir, new, replayed, pa.concat_tables([new, replayed]))
-    assert diag["train_new_agreement"] == 1.0 and diag["train_agreement"] == 0.5
-    assert diag["redraw_rate"] == 1.0 and diag["distinct_item_share"] == 1.0
-    record = driver._record_round(0, model_dir, np.array([0.75, 0.75]), {}, {}, {}, {"seconds": 1.0}, diag)
-    assert set(DIAGNOSTIC_COLUMNS) <= set(record)
-    assert record["train_val_gap"] == pytest.approx(0.5 - 0.75)
-    driver.state.history.insert(0, {"round": -1, "val_agreement": 0.5, "phase_seconds": {"val": 1.0}})
-    path = tmp_path / "results.jsonl"
-    path.write_text("".join(json.dumps(r) + "\n" for r in driver.state.history))
-    table = read_results(path)
-    assert table["round"].to_pylist() == [-1, 0]
-    assert table["train_val_gap"].to_pylist()[0] is None
-    assert table["redraw_rate"].to_pylist()[1] == 1.0 and "phase_seconds.val" in table.column_names
-    assert Path(path).exists()

@@ -1,5 +1,5 @@
-"""Teacher-written target descriptions (describe-v1, issue 12): prompt, parser, CPU rule, the openai and vllm
-backends, and caching in the label store."""
+"""Teacher-written target descriptions (describe-v1, for composed queries): prompt, parser, CPU rule, the openai
+and vllm backends, and caching in the label store."""
 
 from __future__ import annotations
 
@@ -8,11 +8,11 @@ import sys
 import types
 
 import pytest
+from helpers.openai_server import FakeChatServer
 from PIL import Image
-from test_teacher_openai import FakeChatServer
 
-from distill.label.store import LabelStore
 from distill.config.pipeline import TeacherConfig
+from distill.label.store import LabelStore
 from distill.teacher import (
     Candidate,
     TeacherAnswerError,

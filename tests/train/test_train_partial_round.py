@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 from helpers.data import make_training_world
-from test_teacher_openai import FakeChatServer
+from helpers.openai_server import FakeChatServer
 
 from distill.config.pipeline import load_pipeline_config
 from distill.label.pipeline import IncompleteLabels, LabelSummary
