@@ -1,5 +1,6 @@
 # `make test`  : create/refresh .venv from the repo's pinned files, then run the whole test suite offline.
 # `make demo`  : same install, then the whole product end to end on the embedded world (see README).
+# `make lint`  : ruff (style, import order) and lint-imports (the package layering), both configured in pyproject.toml.
 # `make study` : after `make demo`: each sampler variant x seed trained and evaluated (docs/evaluation.md).
 PY      ?= python3.11
 VENV    ?= .venv
@@ -9,7 +10,7 @@ WORKDIR ?= runs/embedded
 CONFIG  ?= configs/embedded.yaml
 PYTEST_ARGS ?=
 
-.PHONY: install test test-fast demo study world clean-runs lock
+.PHONY: install test test-fast lint demo study world clean-runs lock
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -29,6 +30,10 @@ test: install
 
 test-fast: install
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -m "not slow" $(PYTEST_ARGS)
+
+# Both checks run even when the first fails; either failing fails the target.
+lint: install
+	@rc=0; $(BIN)/ruff check . || rc=1; $(BIN)/lint-imports || rc=1; exit $$rc
 
 demo: install
 	HF_HUB_OFFLINE=1 PATH=$(abspath $(BIN)):$$PATH bash scripts/demo.sh $(CONFIG) $(WORKDIR)

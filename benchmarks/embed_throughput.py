@@ -5,7 +5,8 @@
 For each split: `bare` decodes, preprocesses and embeds the split's rows in a plain loop (rows read into
 memory first, no Ray, no Parquet streaming), then `in-process` (distill.embedding.catalog, the small-job path) and
 `ray-data` (the large-job path, a fresh Ray Data job) embed the same rows. The pipelines' clocks include
-loading the model (and, for Ray Data, starting the job); `bare` starts after loading and one warm-up batch. Then the evaluation's case:
+loading the model (and, for Ray Data, starting the job); `bare` starts after loading and one warm-up batch.
+Then the evaluation's case:
 `--models` students (the base's trunk, each its own projection head, like a frozen-trunk run's per-round
 exports) each embed the test split, as the evaluation stage does: one Ray Data job per model (before),
 in-process per model, the first report with the cache (trunk features once, then a projection per model),
@@ -33,7 +34,8 @@ from distill.images import try_load_row_image  # noqa: E402
 from distill.student import load_student, save_student  # noqa: E402
 
 
-def bare_forward(model_dir: Path, catalog: Path, split: str | None, batch_size: int, threads: int | None = None) -> float:
+def bare_forward(model_dir: Path, catalog: Path, split: str | None, batch_size: int,
+                 threads: int | None = None) -> float:
     """images/s of decode + preprocess + forward over rows already in memory (torch's threads: `threads`)."""
     rows = read_catalog(catalog, split, columns=["item_id", "image", "image_path"]).to_pylist()
     student = load_student(model_dir).eval()
@@ -132,7 +134,8 @@ def main() -> int:
         bare = bare_rates[name]
         local, n = pipeline(model, catalog, split, 10**9, args.batch_size)
         remote, _ = pipeline(model, catalog, split, 0, args.batch_size)
-        print(f"{name:>6} {n:>6} {bare:>10.1f} {local:>11.1f} {local / bare:>6.2f} {remote:>9.1f} {remote / bare:>6.2f}")
+        print(f"{name:>6} {n:>6} {bare:>10.1f} {local:>11.1f} {local / bare:>6.2f} "
+              f"{remote:>9.1f} {remote / bare:>6.2f}")
 
     # The evaluation's case: several students embed the same test split, each its own model dir. Like the
     # per-round exports of a run with a frozen trunk (the embedded world), they share the base's trunk and

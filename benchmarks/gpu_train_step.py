@@ -72,7 +72,8 @@ def main(argv=None) -> int:
     print(f"{'device':6} {'amp':5} {'pairs/s':>10} {'x cpu':>7} {'loss first->last':>20} finite text_frozen peak_GB")
     for r in rows:
         print(f"{r['device']:6} {str(r['amp']):5} {r['pairs_per_s']:10.1f} {r['pairs_per_s'] / base:7.1f} "
-              f"{r['loss_first']:9.4f} -> {r['loss_last']:7.4f} {str(r['finite']):6} {str(r['text_tower_unchanged']):11} "
+              f"{r['loss_first']:9.4f} -> {r['loss_last']:7.4f} {str(r['finite']):6} "
+              f"{str(r['text_tower_unchanged']):11} "
               f"{r['peak_mem_gb'] if r['peak_mem_gb'] is None else round(r['peak_mem_gb'], 2)}")
     if len(rows) == 3:
         print(f"AMP / fp32 on GPU: {rows[2]['pairs_per_s'] / rows[1]['pairs_per_s']:.2f}x")

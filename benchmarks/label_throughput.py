@@ -144,9 +144,8 @@ def bare_worker(root: Path, groups_file: Path, batch_size: int, imagenet: bool, 
 
 def bare_answer(teacher, root: Path, groups: pa.Table, batch_size: int) -> dict[str, list[str]]:
     """The pipeline's work without Ray: catalog rows, one thumbnail per item, answer() per batch."""
-    from distill.data.layout import persona_texts
+    from distill.data.layout import persona_texts, read_catalog_rows
     from distill.images import load_row_image
-    from distill.data.layout import read_catalog_rows
     from distill.teacher import Candidate, make_request
 
     personas = persona_texts(root / "personas", set(groups["persona_id"].to_pylist()))
@@ -195,8 +194,8 @@ def actor_omp_threads(num_cpus: float) -> str | None:
 
 def run_pipeline(root: Path, groups: pa.Table, teacher_cfg, label_cfg) -> dict:
     """One `label_groups` run into a fresh store (a new actor pool: start-up and model load included)."""
-    from distill.label.store import LabelStore
     from distill.label.pipeline import label_groups
+    from distill.label.store import LabelStore
 
     store = LabelStore(root / f"labels-{time.time_ns()}")
     with TreeCpu() as cpu:

@@ -19,9 +19,9 @@ import time
 
 import numpy as np
 
-from distill.sampling.sampler import SamplingStats, bin_stats, sample_groups
-from distill.sampling.approx import build_item_index
 from distill.config.pipeline import SamplerConfig
+from distill.sampling.approx import build_item_index
+from distill.sampling.sampler import SamplingStats, bin_stats, sample_groups
 
 
 def unit_rows(x: np.ndarray) -> np.ndarray:
@@ -88,7 +88,8 @@ def main() -> None:
     began = time.perf_counter()
     index = build_item_index(items, approx_cfg)
     build_s = time.perf_counter() - began
-    prebuilt_s, _ = run_mode("approx (prebuilt index)", persona_ids, personas, item_ids, items, args.groups, approx_cfg, index)
+    prebuilt_s, _ = run_mode("approx (prebuilt index)", persona_ids, personas, item_ids, items, args.groups,
+                             approx_cfg, index)
     print(f"index build {build_s:.2f} s; approx/exact time ratio: {approx_s / exact_s:.3f} with the build, "
           f"{prebuilt_s / exact_s:.3f} without it")
 

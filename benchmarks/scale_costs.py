@@ -22,15 +22,14 @@ from pathlib import Path
 
 import numpy as np
 
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from sampler_approx import clustered_world  # noqa: E402
 
-from distill.sampling.sampler import sample_groups  # noqa: E402
-from distill.sampling.approx import build_item_index  # noqa: E402
 from distill.config.pipeline import SamplerConfig  # noqa: E402
+from distill.sampling.approx import build_item_index  # noqa: E402
+from distill.sampling.sampler import sample_groups  # noqa: E402
 
 GRID_ITEMS = [10_000, 100_000, 1_000_000, 10_000_000]
 GRID_PERSONAS = [1_000, 10_000, 100_000]
@@ -92,7 +91,8 @@ def human(seconds: float) -> str:
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--points", nargs="+", default=["10000x1000", "100000x1000", "10000x10000", "100000x10000", "1000000x1000"],
+    p.add_argument("--points", nargs="+",
+                   default=["10000x1000", "100000x1000", "10000x10000", "100000x10000", "1000000x1000"],
                    help="measured ITEMSxPERSONAS points")
     args = p.parse_args()
     points = []

@@ -83,11 +83,5 @@ def encode_png(img: Image.Image) -> bytes:
     return buf.getvalue()
 
 
-def encode_jpeg(img: Image.Image, quality: int = 90) -> bytes:
-    buf = io.BytesIO()
-    img.convert("RGB").save(buf, format="JPEG", quality=quality)
-    return buf.getvalue()
-
-
 def exif_transpose(img: Image.Image) -> Image.Image:
     return ImageOps.exif_transpose(img)

@@ -31,8 +31,8 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from distill.config.loading import ConfigError
-from distill.logs import setup_logging
 from distill.config.pipeline import PipelineConfig, load_pipeline_config
+from distill.logs import setup_logging
 
 log = logging.getLogger(__name__)
 

@@ -1,10 +1,10 @@
 """One output channel for the whole library.
 
 Every module logs through `log = logging.getLogger(__name__)` (so every record is under the `distill`
-logger) and never prints progress to stderr itself; records reach stderr through one root handler. Entry points (`distill.jobs`, the `distill` CLI)
-call `setup_logging()` once; Ray workers get the same format through `worker_setup_hook`, passed as
-`runtime_env["worker_process_setup_hook"]`, so progress logged inside Ray Data / Ray Train workers is
-visible in the job's output too.
+logger) and never prints progress to stderr itself; records reach stderr through one root handler. Entry points
+(`distill.jobs`, the `distill` CLI) call `setup_logging()` once; Ray workers get the same format through
+`worker_setup_hook`, passed as `runtime_env["worker_process_setup_hook"]`, so progress logged inside Ray Data /
+Ray Train workers is visible in the job's output too.
 
 The level comes from `DISTILL_LOG_LEVEL` (default INFO).
 """

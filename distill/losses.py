@@ -1,4 +1,5 @@
-"""Bradley-Terry loss over teacher-ranked groups (paper-spec 1.4), in the style of sentence-transformers' losses.
+"""Bradley-Terry loss over teacher-ranked groups (the paper's training objective), in the style of
+sentence-transformers' losses.
 
 A teacher ranks each group of M items best -> worst. Every ordered pair (i above j) is one
 Bradley-Terry comparison, P(i beats j) = sigmoid((s_i - s_j) / tau), so a group of 5 gives 10 pairs:
@@ -7,7 +8,7 @@ Bradley-Terry comparison, P(i beats j) = sigmoid((s_i - s_j) / tau), so a group 
 
 Scores are cosines of per-image L2-normalised embeddings (`group_scores`).
 
-How this differs from the reference code (paper-spec 1.4), on purpose:
+How this differs from the paper's reference code, on purpose:
 - each image embedding is normalised on its own (dim=-1); the reference normalises across the 5
   images of a group (dim=1), so its training score is not the cosine used at inference;
 - `F.logsigmoid` is used, which is exact and stable for any difference; the reference computes
@@ -36,7 +37,8 @@ def group_scores(text_emb: Tensor, image_emb: Tensor) -> Tensor:
     Both sides are L2-normalised per vector (dim=-1), so the score equals the retrieval-time cosine.
     """
     if text_emb.dim() != 2 or image_emb.dim() != 3 or text_emb.shape[0] != image_emb.shape[0]:
-        raise ValueError(f"expected text [B, D] and images [B, M, D], got {tuple(text_emb.shape)} and {tuple(image_emb.shape)}")
+        raise ValueError(f"expected text [B, D] and images [B, M, D], "
+                         f"got {tuple(text_emb.shape)} and {tuple(image_emb.shape)}")
     text = F.normalize(text_emb, p=2, dim=-1)
     images = F.normalize(image_emb, p=2, dim=-1)
     return torch.einsum("bd,bmd->bm", text, images)

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import pyarrow as pa
 
+# The split column's values, in order. The config's `split` keys take `distill.config.types.Split`, the same three
+# (tests/config/test_config.py checks they agree; config and schemas are one layer and do not import each other).
 SPLITS = ("train", "val", "test")
 
 # A product catalog. Exactly one of `image` (encoded bytes: JPEG/PNG/WebP...) or `image_path`
@@ -62,7 +64,7 @@ LABELS = pa.schema(
         pa.field("created_at", pa.timestamp("us", tz="UTC")),
         # task "describe" (a composed query's target description, prompt describe-v1): the cleaned text; then
         # persona_id = the reference id (item id or "upload:<sha256>"), presented = [reference id], ranking = [].
-        # Added in issue 12 with `modification`: older stores have neither column and read them as null.
+        # Added with `modification` for composed queries: older stores have neither column and read them as null.
         pa.field("description", pa.string()),
         pa.field("modification", pa.string()),  # task "describe": the modification asked for (normalised)
     ]

@@ -18,7 +18,6 @@ weights only: the text tower is frozen, so the spec rebuilds it bit-for-bit.
 from __future__ import annotations
 
 import hashlib
-
 import json
 import logging
 import os
@@ -245,7 +244,8 @@ class Student(nn.Module):
         return digest.hexdigest()
 
     def project_features(self, features: torch.Tensor) -> torch.Tensor:
-        """Unit image embeddings from trunk features: `forward(pixels)` == `project_features(trunk_features(pixels))`."""
+        """Unit image embeddings from trunk features:
+        `forward(pixels)` == `project_features(trunk_features(pixels))`."""
         return F.normalize(self.model.visual.head(features), dim=-1)
 
     @torch.no_grad()

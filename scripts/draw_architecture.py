@@ -25,7 +25,8 @@ BOX_W, BOX_H = 2.55, 0.95
 # name -> (x, y, label). Stages: "S:", artifacts: "A:". Coordinates are box centres in data units.
 NODES = {
     "S:data": (1.5, 7.4, "world build / catalog import\ndistill world build | catalog import"),
-    "A:catalog": (1.5, 5.6, "catalog/items/*.parquet\npersonas/personas.parquet\n(split train/val/test; read by every stage)"),
+    "A:catalog": (1.5, 5.6,
+                  "catalog/items/*.parquet\npersonas/personas.parquet\n(split train/val/test; read by every stage)"),
     "S:align": (4.6, 7.4, "align (optional)\ndistill align: contrastive on titles"),
     "A:base": (4.6, 5.6, "models/base/\nstudent dir + manifest"),
     "S:label": (1.5, 3.4, "label   ray_jobs/label.py\nsampler + teacher on Ray Data\n(ray.data.llm + vLLM on GPU)"),
@@ -37,7 +38,8 @@ NODES = {
     "A:eval": (10.8, -0.5, "eval/  report.md, results.jsonl,\nwinners-*.parquet, *.png"),
     "S:index": (13.9, 3.4, "index   ray_jobs/index.py\nRay Data embedding +\nFAISS index_factory"),
     "A:index": (13.9, 1.3, "index/CURRENT + <version>/\nindex.faiss, ids.parquet,\nembeddings/, manifest.json"),
-    "S:serve": (13.9, -0.5, "serve   serve/app.py (Ray Serve)\nApi -> QueryEncoder, ImageIndex\nPOST /search, /v1/embeddings"),
+    "S:serve": (13.9, -0.5,
+                "serve   serve/app.py (Ray Serve)\nApi -> QueryEncoder, ImageIndex\nPOST /search, /v1/embeddings"),
 }
 
 EDGES = [

@@ -39,9 +39,9 @@ def main() -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from distill.config.pipeline import TeacherConfig
     from distill.data.layout import read_catalog
     from distill.images import decode_image
-    from distill.config.pipeline import TeacherConfig
     from distill.teacher import Candidate, build_teacher
 
     table = read_catalog(Path(args.world) / "catalog").to_pylist()

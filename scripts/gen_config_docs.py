@@ -1,4 +1,5 @@
-"""Generate docs/configuration.md: every key of distill.config.pipeline.PipelineConfig with its type, default and comment.
+"""Generate docs/configuration.md: every key of distill.config.pipeline.PipelineConfig with its type, default and
+comment.
 
 Types and constraints come from the pydantic JSON schema, defaults from a default-constructed PipelineConfig
 (so `default_factory` fields show their real value), and the notes from the `# comment` each field carries in its
@@ -25,7 +26,8 @@ from pydantic import BaseModel
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "docs" / "configuration.md"
 # The shipped configs: their explicit settings get a column each (blank = the default applies).
-CONFIG_COLUMNS = {"embedded.yaml": ROOT / "configs" / "embedded.yaml", "production.yaml": ROOT / "configs" / "production.yaml"}
+CONFIG_COLUMNS = {"embedded.yaml": ROOT / "configs" / "embedded.yaml",
+                  "production.yaml": ROOT / "configs" / "production.yaml"}
 MISSING = object()
 
 HEADER = """# Configuration reference
@@ -126,7 +128,8 @@ def default_text(value) -> str:
 def load_shipped() -> dict[str, dict]:
     import yaml
 
-    return {name: (yaml.safe_load(path.read_text()) or {}) if path.exists() else {} for name, path in CONFIG_COLUMNS.items()}
+    return {name: (yaml.safe_load(path.read_text()) or {}) if path.exists() else {}
+            for name, path in CONFIG_COLUMNS.items()}
 
 
 def lookup(data: dict, dotted: str):

@@ -39,7 +39,8 @@ def install_guards(app: FastAPI, cfg: ServeConfig, api_key: str | None) -> None:
 
     # /search bodies may carry an uploaded reference image (serve.uploads checks its own size and names the field).
     hint = f" (an uploaded query.reference_image may have at most {cfg.max_image_bytes} bytes)"
-    app.add_middleware(BodySizeLimit, max_bytes=cfg.max_body_bytes, per_path={"/search": (search_body_limit(cfg), hint)})
+    app.add_middleware(BodySizeLimit, max_bytes=cfg.max_body_bytes,
+                       per_path={"/search": (search_body_limit(cfg), hint)})
     if api_key:
         app.add_middleware(ApiKeyAuth, key=api_key)
     if cfg.cors_origins:

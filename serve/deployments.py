@@ -74,7 +74,8 @@ class QueryEncoder:
         return _raise_if_error(await self._embed_batched(text, version))
 
     async def embed_query(self, query: dict, version: str, reference: np.ndarray | None = None, image=None,
-                          description: str | None = None, rule: str = "recency", joint_weight: float = 0.5) -> np.ndarray:
+                          description: str | None = None, rule: str = "recency",
+                          joint_weight: float = 0.5) -> np.ndarray:
         """The unit (joint: not renormalised) vector of a conversation or composed query (distill.retrieval.queries):
         `reference` is a catalog item's stored vector, `image` an uploaded reference's pixels."""
         m = await self.models.get(version)
@@ -193,8 +194,8 @@ class ImageIndex:
         loaded = await self.versions.get(version)
         m = loaded.manifest
         return {"version": version, "ntotal": int(loaded.index.ntotal), "dim": int(loaded.index.d),
-                "factory": m["factory"], "model": m["model"].get("source_dir", m["model"]["dir"]), "model_created_at": m["model"].get("created_at"),
-                "created_at": m["created_at"]}
+                "factory": m["factory"], "model": m["model"].get("source_dir", m["model"]["dir"]),
+                "model_created_at": m["model"].get("created_at"), "created_at": m["created_at"]}
 
     async def search(self, vector: np.ndarray, k: int, version: str) -> list[dict]:
         """The top `k` items for one query vector, searched in a batch with concurrent requests."""

@@ -12,9 +12,9 @@ import asyncio
 
 from ray import serve
 
+from distill.config.pipeline import RerankConfig, TeacherConfig
 from distill.retrieval.rerank import DescribeResult, RerankResult
 from distill.retrieval.rerank import Reranker as RerankerLib
-from distill.config.pipeline import RerankConfig, TeacherConfig
 from distill.teacher.base import Candidate
 
 

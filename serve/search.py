@@ -30,14 +30,13 @@ from pydantic import (
     model_validator,
 )
 
-from distill.retrieval import queries as qmod
 from distill.config.pipeline import ServeConfig
+from distill.retrieval import queries as qmod
 from serve import uploads
 
 NON_BLANK = r"\S"  # one pattern for the schema and the check: Python's \s is what str.strip() removes
 MAX_ITEM_ID_CHARS = 512
 QUERY_KINDS = ("text", "conversation", "composed")
-BRANCH_TAGS = {"str", *QUERY_KINDS}  # union branch names pydantic puts into an error's loc
 
 
 def _whole_number(value):
@@ -144,7 +143,8 @@ def query_models(cfg: ServeConfig) -> dict:
     return {"Text": Text, "Structured": Structured, "Turn": Turn}
 
 
-_EXAMPLE_PNG = "iVBORw0KGgoAAAANSUhEUgAAAAgAAAAICAIAAABLbSncAAAAFElEQVR4nGOUs7nDgA0wYRUdtBIA9g4BRhmG7iAAAAAASUVORK5CYII="  # 8x8 blue
+_EXAMPLE_PNG = ("iVBORw0KGgoAAAANSUhEUgAAAAgAAAAICAIAAABLbSncAAAAFElEQVR4nGOU"
+                "s7nDgA0wYRUdtBIA9g4BRhmG7iAAAAAASUVORK5CYII=")  # an 8x8 blue PNG
 
 
 def search_request_model(cfg: ServeConfig) -> type[BaseModel]:

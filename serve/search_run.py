@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import TYPE_CHECKING
 from urllib.parse import quote
 
 from fastapi import HTTPException
@@ -23,6 +24,9 @@ from distill.retrieval import queries as qmod
 from serve import uploads
 from serve.search import SearchHit, SearchResponse, TeacherInfo
 
+if TYPE_CHECKING:
+    from distill.config.pipeline import ServeConfig
+
 HOP_GRACE_S = 5.0  # on top of the budget, for a Reranker deployment that does not answer at all
 
 
@@ -31,10 +35,11 @@ def to_query(raw) -> qmod.TextQuery | qmod.ConversationQuery | qmod.ComposedQuer
     try:
         return qmod.parse_query(data)
     except ValidationError as err:  # the API's models let through what distill.retrieval.queries refuses
-        raise RequestValidationError([{**e, "loc": ("body", "query", *e.get("loc", ()))} for e in err.errors()]) from None
+        errors = [{**e, "loc": ("body", "query", *e.get("loc", ()))} for e in err.errors()]
+        raise RequestValidationError(errors) from None
 
 
-async def _decode_upload(text: str, cfg):
+async def _decode_upload(text: str, cfg: ServeConfig):
     try:
         return await asyncio.to_thread(uploads.decode_reference_image, text, cfg)
     except uploads.UploadError as err:
@@ -87,8 +92,10 @@ async def run_search(api, body, root: str) -> SearchResponse:
                 from distill.images import white_pad_thumbnail
                 from distill.teacher.base import Candidate, upload_reference_id
 
-                ref, ref_id = Candidate("upload", image=white_pad_thumbnail(image, rr.image_size)), upload_reference_id(raw)
-            got, desc_reason = await _teacher_call(backend.describe(ref, q.modification, rr.budget_s, ref_id), rr.budget_s)
+                ref = Candidate("upload", image=white_pad_thumbnail(image, rr.image_size))
+                ref_id = upload_reference_id(raw)
+            got, desc_reason = await _teacher_call(backend.describe(ref, q.modification, rr.budget_s, ref_id),
+                                                   rr.budget_s)
             if got is not None:
                 description, desc_reason = got.description, got.reason
                 teacher_ms, cached = teacher_ms + got.latency_s * 1000, cached and got.cached

@@ -96,7 +96,7 @@ class VLLMTeacherConfig(StrictModel):
     max_model_len: int = 8192
     max_num_seqs: int = 64
     gpu_memory_utilization: float = 0.85
-    max_pixels: int = 256 * 28 * 28  # per image; caps Qwen-VL's vision tokens (vLLM issue 16570)
+    max_pixels: int = 256 * 28 * 28  # per image; caps Qwen-VL's vision tokens (larger images OOM the engine's profiler)
     temperature: float = 0.0
     max_tokens: int = 64
     should_continue_on_error: bool = True
@@ -131,7 +131,7 @@ class SamplerConfig(StrictModel):
     approx_max_k: int = Field(20000, ge=1)  # cap on the k-NN depth that retrieves a persona's top bins
     score_batch: int = Field(4096, ge=1)  # items scored per matrix product (bounds the temporary)
     score_memory_mb: float = Field(256.0, gt=0)  # bound on the persona-block x items score matrix
-    # Issue 13 remedies, off by default; docs/sampling-and-loss.md "Repeated items".
+    # Remedies for groups that keep drawing the same items, off by default; docs/sampling-and-loss.md "Repeated items".
     # A seeded share of each call's groups drawn as whole uniform groups (bins all -1).
     uniform_share: float = Field(0.0, ge=0.0, le=1.0)
     # Most draws of one item for one persona over all rounds (>= 1; null: no cap). Capped items leave the
@@ -216,7 +216,7 @@ class EvalConfig(StrictModel):
     ndcg_k: int = 5  # NDCG@k within teacher-ranked groups of 5
     recall_ks: list[int] = Field(default_factory=lambda: [1, 2])  # recall of the group's teacher-best item
     groups_per_persona: int = 5  # teacher-ranked random groups of 5 per test persona for NDCG/recall (0: off)
-    full_ranking: bool = True  # NDCG of the whole pool against the teacher's full ranking, where the teacher can score it
+    full_ranking: bool = True  # NDCG of the whole pool vs the teacher's full ranking (teachers that can score it)
     full_ndcg_k: int = Field(10, ge=1)  # that NDCG's k: the teacher's top k are the relevant items (gains k..1)
     bootstrap: int = Field(2000, ge=0)  # persona resamples for the intervals of every mean and difference (0: none)
     ci_level: float = Field(0.95, gt=0, lt=1)  # the intervals' level (percentile bootstrap)
@@ -228,13 +228,14 @@ class EvalConfig(StrictModel):
     persona_batch: int = 256  # personas scored per matrix product
     grid_personas: int = 3  # personas shown in the top-5 image grid (the paper's Figure 4)
     seed: int = 0
-    # Held-out queries beyond a persona (issue 12; docs/evaluation.md "Conversations" and "Composed queries"):
+    # Held-out queries beyond a persona (docs/evaluation.md "Conversations" and "Composed queries"):
     query_models: list[str] = Field(default_factory=lambda: ["distilled", "base"])  # students the two sections score
     conversations: bool = True  # 2-4 turn conversations built from the test personas (LaViC setting)
     rerank_k: int = Field(10, ge=0, le=20)  # the teacher re-ranks each conversation's student top k (0: no re-rank)
     composed: bool = True  # reference image + modification text queries from held-out item pairs (MVFT-JI setting)
     n_composed: int = Field(200, ge=1)  # composed queries (test-split (reference, target) pairs)
-    joint_weights: list[float] = Field(default_factory=lambda: [0.0, 0.25, 0.5, 0.75, 1.0])  # w of w*composed + (1-w)*description
+    # the w of w * composed + (1 - w) * description swept in the report
+    joint_weights: list[float] = Field(default_factory=lambda: [0.0, 0.25, 0.5, 0.75, 1.0])
 
     @field_validator("joint_weights")
     @classmethod
@@ -275,8 +276,8 @@ class IndexConfig(StrictModel):
 
     model: str = "{distilled_model}"  # model dir to embed with
     factory: str | None = None  # FAISS index_factory string; None = chosen by size (Flat when small)
-    memory_budget_gb: float = Field(4.0, gt=0)  # bound on the index in RAM; above it IVF-PQ is chosen (compressed: no recall floor)
-    flat_max: int = Field(200_000, ge=1)  # auto choice: exact Flat up to this many items, then IVF-Flat (distill/index/ann.py)
+    memory_budget_gb: float = Field(4.0, gt=0)  # index RAM bound; above it IVF-PQ (compressed: no recall floor)
+    flat_max: int = Field(200_000, ge=1)  # exact Flat up to this many items, then IVF-Flat (distill/index/ann.py)
     search_params: str | None = None  # faiss ParameterSpace string ("efSearch=128"); None: by factory
     train_sample: int = Field(100_000, ge=1000)  # vectors sampled to train IVF/PQ quantizers
     batch_size: int = Field(64, ge=1)
@@ -288,7 +289,7 @@ class IndexConfig(StrictModel):
 
 
 class ServeConfig(StrictModel):
-    """The Ray Serve retriever (`serve/`, docs/serving.md); its HTTP address is Serve's `http_options`, not a key here."""
+    """The Ray Serve retriever (`serve/`, docs/serving.md); its HTTP address is Serve's `http_options`, not a key."""
 
     api_key_env: str | None = None  # when set, requests need `X-API-Key` equal to this variable
     cors_origins: list[str] = Field(default_factory=list)

@@ -32,6 +32,16 @@ import pyarrow as pa
 from PIL import Image, ImageDraw, ImageFont
 
 from distill import fsutil
+from distill.data.emoji_meta import (  # noqa: F401 (re-exported: the world's emoji API)
+    DEFAULT_GROUPS,
+    EXTRA_UNICODE,
+    EmojiEntry,
+    emoji_test_path,
+    emoji_text,
+    parse_emoji_test,
+    select_emoji,
+)
+from distill.data.emoji_sets import DESIGNERS, IconSet, SvgRenderer, check_designers, ink_square, resvg_version
 from distill.data.layout import (
     MANIFEST,
     WORLD_CATALOG,
@@ -43,21 +53,11 @@ from distill.data.layout import (
     write_catalog_items,
     write_personas,
 )
-from distill.data.emoji_meta import (  # noqa: F401 (re-exported: the world's emoji API)
-    DEFAULT_GROUPS,
-    EXTRA_UNICODE,
-    EmojiEntry,
-    emoji_test_path,
-    emoji_text,
-    parse_emoji_test,
-    select_emoji,
-)
-from distill.data.emoji_sets import DESIGNERS, IconSet, SvgRenderer, check_designers, ink_square, resvg_version
+from distill.data.splits import assign_splits
 from distill.data.world_assets import PHOTO_GROUP, PHOTOS, attribution_text, package_dir, photo_path
 from distill.data.world_personas import make_personas
 from distill.images import decode_image, encode_png, white_pad_thumbnail
 from distill.schemas import CATALOG, PERSONAS
-from distill.data.splits import assign_splits
 
 log = logging.getLogger(__name__)
 

@@ -113,7 +113,8 @@ class _ParquetSink:
         if self.writer is None or self.written >= self.rows_per_file:
             self.close()
             path = str(self.out_dir / f"part-{self.part:05d}.parquet")
-            self.writer, self.written, self.part = pq.ParquetWriter(path, embeddings_schema(emb.shape[1])), 0, self.part + 1
+            self.writer = pq.ParquetWriter(path, embeddings_schema(emb.shape[1]))
+            self.written, self.part = 0, self.part + 1
             self.files.append(path)
         self.writer.write_table(embeddings_table(ids, emb))
         self.written += len(ids)

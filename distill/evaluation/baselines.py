@@ -18,9 +18,9 @@ from typing import Protocol
 
 import numpy as np
 
+from distill.config.student import StudentSpec
 from distill.hashing import stable_hash
 from distill.student import StudentLoadError
-from distill.config.student import StudentSpec
 
 log = logging.getLogger(__name__)
 

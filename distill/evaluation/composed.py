@@ -1,4 +1,4 @@
-"""Composed-query evaluation (issue 12, the MVFT-JI setting): reference image + modification text -> target.
+"""Composed-query evaluation (the MVFT-JI setting): reference image + modification text -> target.
 
 The recipe (`composed_pairs`; docs/evaluation.md "Composed queries"): on the held-out split, reference and
 target are two DIFFERENT concepts of the same category (the emoji world's Unicode subgroup: "red apple" ->

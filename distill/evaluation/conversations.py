@@ -1,4 +1,4 @@
-"""Conversational evaluation (issue 12, the LaViC setting): the test personas told over 2-4 user turns.
+"""Conversational evaluation (the LaViC setting): the test personas told over 2-4 user turns.
 
 `build_conversation(persona_id, text, seed)` turns a persona into a shop conversation, deterministic per
 (seed, persona id). The persona's own clauses (`distill.teacher.taste.split_persona`) are revealed in order:
@@ -25,8 +25,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from distill.retrieval.queries import CONVERSATION_RULES, ConversationQuery, Turn
 from distill.hashing import stable_hash
+from distill.retrieval.queries import CONVERSATION_RULES, ConversationQuery, Turn
 
 OPENERS = ("Hi! I need a present.", "Hello, can you help me find a gift?", "I'm shopping for someone.")
 ASK_WHO = ("Of course! Who is it for?", "Happy to help. Tell me about them?")

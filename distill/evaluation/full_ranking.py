@@ -18,8 +18,12 @@ import importlib
 import logging
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from distill.config.pipeline import TeacherConfig
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +48,7 @@ class TeacherScores:
         return self.scores is not None
 
 
-def full_scoring_problem(teacher_cfg) -> str | None:
+def full_scoring_problem(teacher_cfg: TeacherConfig) -> str | None:
     """Why this teacher cannot rank a whole pool cheaply, or None when it can."""
     entry = BACKEND_CLASSES.get(teacher_cfg.backend)
     if entry is None:
@@ -59,17 +63,16 @@ def full_scoring_problem(teacher_cfg) -> str | None:
     return None
 
 
-def teacher_full_scores(teacher_cfg, catalog_dir, persona_ids: list[str], persona_texts: list[str],
+def teacher_full_scores(teacher_cfg: TeacherConfig, catalog_dir, persona_ids: list[str], persona_texts: list[str],
                         pool: list[str]) -> TeacherScores:
     """Score every pool item for every persona with the teacher's `scores`; [P, N] in pool order."""
     problem = full_scoring_problem(teacher_cfg)
     if problem is not None:
         log.info(f"NDCG over the full pool skipped: {problem}")
         return TeacherScores(None, problem)
-    from distill.data.layout import catalog_root
-    from distill.data.layout import read_catalog_rows
-    from distill.teacher import build_teacher, make_request
+    from distill.data.layout import catalog_root, read_catalog_rows
     from distill.label.teacher_stage import ItemThumbnails
+    from distill.teacher import build_teacher, make_request
 
     t0 = time.time()
     teacher = build_teacher(teacher_cfg)

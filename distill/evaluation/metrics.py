@@ -119,7 +119,8 @@ def full_ndcg(model_scores: np.ndarray, teacher_scores: np.ndarray, k: int = 10)
     model_scores = np.asarray(model_scores, dtype=np.float64)
     teacher_scores = np.asarray(teacher_scores, dtype=np.float64)
     if model_scores.shape != teacher_scores.shape or model_scores.ndim != 2:
-        raise ValueError(f"model scores {model_scores.shape} and teacher scores {teacher_scores.shape} must match [P, N]")
+        raise ValueError(f"model scores {model_scores.shape} and teacher scores {teacher_scores.shape} "
+                         "must match [P, N]")
     out = np.full(len(model_scores), np.nan)
     for r in range(len(model_scores)):
         seen = ~np.isnan(teacher_scores[r])
@@ -131,7 +132,7 @@ def full_ndcg(model_scores: np.ndarray, teacher_scores: np.ndarray, k: int = 10)
     return out
 
 
-# ------------------------------------------------------------------- held-out queries (issue 12)
+# ----------------------------------------------------------------- held-out queries (beyond a persona)
 
 
 def target_ranks(scores: np.ndarray, target_idx: np.ndarray, exclude_idx: np.ndarray | None = None) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""The report's held-out query sections (issue 12): conversations (LaViC) and composed queries (MVFT-JI).
+"""The report's held-out query sections: conversations (LaViC) and composed queries (MVFT-JI).
 
 `run_query_sections(cfg, entries, persona_ids, persona_texts, pool, winners, store)` scores the students named
 in `evaluate.query_models` (the exported student and the base) and returns the report's markdown sections,
@@ -21,6 +21,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
@@ -28,6 +29,9 @@ import pyarrow.parquet as pq
 
 from distill.evaluation.query_tables import composed_markdown, conversation_markdown
 from distill.evaluation.stats import bootstrap_ci, paired_bootstrap_ci
+
+if TYPE_CHECKING:
+    from distill.config.pipeline import PipelineConfig
 
 log = logging.getLogger(__name__)
 
@@ -55,9 +59,8 @@ class _Candidates(dict):
         return value
 
 
-def _thumbnails(cfg, item_ids: set[str], size: int):
-    from distill.data.layout import catalog_root
-    from distill.data.layout import read_catalog_rows
+def _thumbnails(cfg: PipelineConfig, item_ids: set[str], size: int):
+    from distill.data.layout import catalog_root, read_catalog_rows
     from distill.label.teacher_stage import ItemThumbnails
 
     catalog = read_catalog_rows(cfg.path("catalog"), item_ids)
@@ -92,7 +95,7 @@ def _ci(values, ev, seed_offset: int = 0):
     return bootstrap_ci(values, ev.bootstrap, ev.seed + seed_offset, ev.ci_level)
 
 
-def run_query_sections(cfg, entries, persona_ids, persona_texts, pool, winners, store) -> QuerySections:
+def run_query_sections(cfg: PipelineConfig, entries, persona_ids, persona_texts, pool, winners, store) -> QuerySections:
     ev = cfg.evaluate
     out = QuerySections()
     if not (ev.conversations or ev.composed):
@@ -101,7 +104,8 @@ def run_query_sections(cfg, entries, persona_ids, persona_texts, pool, winners, 
               and hasattr(e.scorer, "_student")]
     if not models:
         out.markdown.append("## Held-out queries\n\nNo student named in `evaluate.query_models` "
-                            f"({', '.join(ev.query_models)}) was evaluated: conversations and composed queries skipped.\n")
+                            f"({', '.join(ev.query_models)}) was evaluated: "
+                            "conversations and composed queries skipped.\n")
         return out
     memos: dict = {}
     students = {e.name: MemoStudent(e.scorer.load()._student, memos) for e in models}
@@ -127,7 +131,8 @@ def run_query_sections(cfg, entries, persona_ids, persona_texts, pool, winners, 
 # ------------------------------------------------------------------------------------------ conversations
 
 
-def _conversations(cfg, models, students, persona_ids, persona_texts, pool, winners, store, reranker, out: QuerySections):
+def _conversations(cfg: PipelineConfig, models, students, persona_ids, persona_texts, pool, winners, store, reranker,
+                   out: QuerySections):
     from distill.evaluation.conversations import build_conversation, evaluate_conversations
     from distill.evaluation.metrics import hits_at, rank_percentiles
     from distill.evaluation.teacher_cache import StoredReranker
@@ -192,7 +197,7 @@ def _conversations(cfg, models, students, persona_ids, persona_texts, pool, winn
 # ------------------------------------------------------------------------------------------ composed
 
 
-def _composed(cfg, models, students, store, reranker, why, out: QuerySections):
+def _composed(cfg: PipelineConfig, models, students, store, reranker, why, out: QuerySections):
     from distill.data.layout import read_catalog
     from distill.evaluation.composed import composed_pairs, evaluate_composed
     from distill.evaluation.metrics import hits_at
@@ -234,7 +239,8 @@ def _composed(cfg, models, students, store, reranker, why, out: QuerySections):
                 out_rows.append({"model": entry.name, "query_id": p.query_id, "w": float(w),
                                  "rank": None if not keep[i] else int(ranks[i]),
                                  "rank_concept": None if not keep[i] else int(concept[i]),
-                                 "r10": None if not keep[i] else bool(r10[i]), "r50": None if not keep[i] else bool(r50[i]),
+                                 "r10": None if not keep[i] else bool(r10[i]),
+                                 "r50": None if not keep[i] else bool(r50[i]),
                                  "n_candidates": res.n_candidates})
         table[entry.name] = stats
     pq.write_table(pa.Table.from_pylist(out_rows, schema=pa.schema([

@@ -47,7 +47,8 @@ def conversation_markdown(table: dict, convs, persona_ids, ev, calls: dict | Non
             lines.append(f"| {_label(name)} | {_query_label(q, ev.rerank_k)} | {st['hr1'].n} | {st['hr1'].format(1)} | "
                          f"{st['hr10'].format(1)} | {st['mpr'].format(2)} |")
     if any(t["paired"] for t in table.values()):
-        lines += ["", f"| Model | Rule | Δ HR@1 re-rank vs alone [paired {level}] | Validity@1 | teacher answers / drops |",
+        lines += ["", f"| Model | Rule | Δ HR@1 re-rank vs alone [paired {level}] | Validity@1 "
+                      "| teacher answers / drops |",
                   "|---|---|---|---|---|"]
         for name, t in table.items():
             for rule, iv in t["paired"].items():

@@ -87,7 +87,7 @@ class ReportData:
     ci_level: float = 0.95
     delta_vs: str = "base"
     seed: int = 0
-    sections: list[str] = field(default_factory=list)  # extra markdown sections (held-out queries, issue 12)
+    sections: list[str] = field(default_factory=list)  # extra markdown sections (the held-out query sections)
     section_results: list[dict] = field(default_factory=list)  # their results.jsonl lines
 
     @property
@@ -293,9 +293,8 @@ def _thumbnails(catalog_dir: str, item_ids: set[str], size: int = 160) -> tuple[
     """{item_id: PIL image} and {item_id: title} for the grid; an unreadable image becomes a grey tile."""
     from PIL import Image
 
-    from distill.data.layout import catalog_root
+    from distill.data.layout import catalog_root, read_catalog_rows
     from distill.images import try_load_row_image
-    from distill.data.layout import read_catalog_rows
 
     rows = read_catalog_rows(catalog_dir, item_ids).to_pylist()
     root = catalog_root(catalog_dir)

@@ -19,6 +19,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -47,6 +48,9 @@ from distill.evaluation.tournament import (
     write_winners,
 )
 
+if TYPE_CHECKING:
+    from distill.config.pipeline import PipelineConfig
+
 log = logging.getLogger(__name__)
 
 
@@ -59,7 +63,7 @@ class EvalOutcome:
     query_seconds: dict[str, float] = field(default_factory=dict)  # wall time each section added
 
 
-def eval_personas(cfg) -> tuple[list[str], list[str]]:
+def eval_personas(cfg: PipelineConfig) -> tuple[list[str], list[str]]:
     """(ids, texts) of the eval split's personas by id: all of them, or the first `n_personas` (the paper: 50)."""
     from distill.data.layout import read_personas
 
@@ -71,13 +75,13 @@ def eval_personas(cfg) -> tuple[list[str], list[str]]:
     return table["persona_id"].to_pylist(), table["text"].to_pylist()
 
 
-def _judge(cfg, store, task: str, progress: bool) -> TeacherJudge:
+def _judge(cfg: PipelineConfig, store, task: str, progress: bool) -> TeacherJudge:
     return TeacherJudge(task=task, catalog_dir=cfg.path("catalog"), personas_dir=cfg.path("personas"),
                         teacher_cfg=eval_teacher_config(cfg.teacher), label_cfg=cfg.label, store=store,
                         progress=progress)
 
 
-def play_tournament(cfg, persona_ids: list[str], pool: list[str], variant: str, store,
+def play_tournament(cfg: PipelineConfig, persona_ids: list[str], pool: list[str], variant: str, store,
                     progress: bool = True) -> TournamentResult:
     """One knockout per persona over `pool`, judged by the configured teacher at temperature 0."""
     judge = _judge(cfg, store, VARIANT_TASK[variant], progress)
@@ -94,7 +98,8 @@ class RankedGroups:
     cached: int = 0
 
 
-def teacher_ranked_groups(cfg, persona_ids: list[str], pool: list[str], store, progress=True) -> RankedGroups:
+def teacher_ranked_groups(cfg: PipelineConfig, persona_ids: list[str], pool: list[str], store,
+                          progress=True) -> RankedGroups:
     """Seeded random groups from the pool, ranked by the teacher (one cached label_requests call)."""
     size = min(cfg.sampler.group_size, len(pool))
     groups = random_groups(persona_ids, pool, cfg.evaluate.groups_per_persona, size, cfg.evaluate.seed)
@@ -108,7 +113,8 @@ def teacher_ranked_groups(cfg, persona_ids: list[str], pool: list[str], store, p
                         int(summary.sent), int(summary.cached))
 
 
-def _student_entry(name: str, kind: str, model_dir: Path, cfg, skipped: dict, train_dir=None) -> ModelEntry | None:
+def _student_entry(name: str, kind: str, model_dir: Path, cfg: PipelineConfig, skipped: dict,
+                   train_dir=None) -> ModelEntry | None:
     if not (model_dir / "manifest.json").exists():
         skipped[name] = f"no trained model at {model_dir} (manifest.json missing)"
         log.info(f"skipping {name}: {skipped[name]}")
@@ -118,18 +124,18 @@ def _student_entry(name: str, kind: str, model_dir: Path, cfg, skipped: dict, tr
     return try_load(ModelEntry(name, scorer, kind, str(model_dir), train_dir), skipped)
 
 
-def uniform_model_dir(cfg) -> Path:
+def uniform_model_dir(cfg: PipelineConfig) -> Path:
     """Where `train.py --sampler uniform` exports (distill.train.state.run_paths: a '-uniform' sibling)."""
     path = cfg.path("distilled_model")
     return path.with_name(f"{path.name}-uniform")
 
 
-def uniform_train_dir(cfg) -> Path:
+def uniform_train_dir(cfg: PipelineConfig) -> Path:
     path = cfg.path("train")
     return path.with_name(f"{path.name}-uniform")
 
 
-def model_entries(cfg, skipped: dict[str, str]) -> list[ModelEntry]:
+def model_entries(cfg: PipelineConfig, skipped: dict[str, str]) -> list[ModelEntry]:
     """The report's columns, in the paper's spirit: ours, the ablation, the base, Text, random, extras."""
     ev = cfg.evaluate
     catalog, split = str(cfg.path("catalog")), ev.split
@@ -150,7 +156,7 @@ def model_entries(cfg, skipped: dict[str, str]) -> list[ModelEntry]:
 
 
 def evaluate_model(entry: ModelEntry, persona_ids, persona_texts, pool, winners: dict[str, str],
-                   groups: RankedGroups, cfg, teacher_scores: np.ndarray | None = None) -> ModelResult:
+                   groups: RankedGroups, cfg: PipelineConfig, teacher_scores: np.ndarray | None = None) -> ModelResult:
     ev = cfg.evaluate
     t0 = time.time()
     matrix = scores(entry.scorer, persona_texts, pool, ev.persona_batch)
@@ -245,7 +251,7 @@ def _calls_by_round(rows: list[dict]) -> dict[int, int]:
     return out
 
 
-def sampler_curves(cfg, persona_ids, persona_texts, pool, winners, results: dict[str, ModelResult],
+def sampler_curves(cfg: PipelineConfig, persona_ids, persona_texts, pool, winners, results: dict[str, ModelResult],
                    skipped: dict) -> dict[str, list[CurvePoint]]:
     """MPR against teacher-labelled groups consumed, per sampler: the base at 0, every per-round export
     that exists (evaluated here; the best round reuses the exported model's result), else the exported
@@ -299,7 +305,7 @@ def _dataset_label(path: Path) -> str:
     return label or Path(path).name
 
 
-def run_evaluation(cfg, *, progress: bool = True) -> EvalOutcome:
+def run_evaluation(cfg: PipelineConfig, *, progress: bool = True) -> EvalOutcome:
     """The whole evaluation job; writes cfg.path("eval") and returns what it wrote."""
     from distill.label.store import LabelStore
 
@@ -363,7 +369,7 @@ def full_ranking_summary(full: TeacherScores, pool, persona_ids, winners, k: int
             "unscored": len(full.unscored), "seconds": round(full.seconds, 1), **agree}
 
 
-def truth_teacher_id(cfg) -> str:
+def truth_teacher_id(cfg: PipelineConfig) -> str:
     from distill.teacher import teacher_id_for
 
     return teacher_id_for(eval_teacher_config(cfg.teacher))

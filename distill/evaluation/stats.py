@@ -44,9 +44,6 @@ class Interval:
     def width(self) -> float:
         return self.high - self.low
 
-    def covers(self, value: float) -> bool:
-        return self.low <= value <= self.high
-
     def as_dict(self, prefix: str = "") -> dict:
         return {f"{prefix}{k}": v for k, v in asdict(self).items()}
 

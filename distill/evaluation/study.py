@@ -25,11 +25,15 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
 
 from distill.evaluation.stats import bootstrap_ci, paired_bootstrap_ci
+
+if TYPE_CHECKING:
+    from distill.config.pipeline import PipelineConfig
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +54,7 @@ class StudyRun:
     cfg: object
 
 
-def with_overrides(cfg, values: dict):
+def with_overrides(cfg: PipelineConfig, values: dict) -> PipelineConfig:
     """A copy of a PipelineConfig with dotted keys set (validated like a config file)."""
     data = cfg.model_dump()
     for dotted, value in values.items():
@@ -64,7 +68,7 @@ def with_overrides(cfg, values: dict):
     return type(cfg).model_validate(data)
 
 
-def plan_runs(cfg, variants: list[str], seeds: list[int]) -> list[StudyRun]:
+def plan_runs(cfg: PipelineConfig, variants: list[str], seeds: list[int]) -> list[StudyRun]:
     from distill.train.state import run_paths
 
     runs = []
@@ -98,7 +102,7 @@ def _round_rows(train_dir: Path) -> dict[int, dict]:
     return {int(r["round"]): r for r in read_results(train_dir) if int(r.get("round", -1)) >= 0}
 
 
-def evaluate_runs(cfg, runs: list[StudyRun], progress: bool = True) -> pa.Table:
+def evaluate_runs(cfg: PipelineConfig, runs: list[StudyRun], progress: bool = True) -> pa.Table:
     """Per-persona percentile of the teacher's winner and NDCG@10, for the base and every round export."""
     from distill.evaluation.baselines import EmbeddingScorer, ModelEntry, try_load
     from distill.evaluation.full_ranking import teacher_full_scores
@@ -253,7 +257,7 @@ def write_report(rounds: pa.Table, best: pa.Table, base: dict, out_dir: Path, se
     return path
 
 
-def run_study(cfg, variants: list[str], seeds: list[int], *, progress: bool = True) -> dict:
+def run_study(cfg: PipelineConfig, variants: list[str], seeds: list[int], *, progress: bool = True) -> dict:
     from distill import fsutil
 
     t0 = time.time()

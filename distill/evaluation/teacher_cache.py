@@ -13,10 +13,15 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import pyarrow as pa
 
 from distill.hashing import hash_key
+
+if TYPE_CHECKING:
+    from distill.config.pipeline import PipelineConfig
+    from distill.retrieval.rerank import Reranker
 
 TASK = "rank"
 UNUSABLE = "teacher answer unusable"
@@ -132,7 +137,7 @@ class StoredReranker:
             }))
 
 
-def eval_reranker(cfg, k: int):
+def eval_reranker(cfg: PipelineConfig, k: int) -> Reranker:
     """The pipeline's teacher (temperature 0, like the tournament) as a `Reranker` of the top k, with the
     `rerank:` section's thumbnails and a generous budget (an offline evaluation waits for the answer)."""
     from distill.evaluation.tournament import eval_teacher_config

@@ -19,13 +19,16 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from distill.hashing import stable_hash
+
+if TYPE_CHECKING:
+    from distill.config.pipeline import LabelConfig, TeacherConfig
 
 log = logging.getLogger(__name__)
 
@@ -204,14 +207,10 @@ def write_winners(result: TournamentResult, path: str | Path) -> Path:
     return path
 
 
-def read_winners(path: str | Path) -> pa.Table:
-    return pq.read_table(str(path))
-
-
 # ------------------------------------------------------------------------------ the teacher as judge
 
 
-def eval_teacher_config(teacher_cfg):
+def eval_teacher_config(teacher_cfg: TeacherConfig) -> TeacherConfig:
     """The tournament is judged at temperature 0 (the paper's protocol), whatever training used."""
     zero = {"temperature": 0.0}
     return teacher_cfg.model_copy(update={
@@ -234,7 +233,8 @@ class TeacherJudge:
     persona and the SET of items, so a rerun finds every match already answered.
     """
 
-    def __init__(self, *, task: str, catalog_dir, personas_dir, teacher_cfg, label_cfg, store, progress=True):
+    def __init__(self, *, task: str, catalog_dir, personas_dir, teacher_cfg: TeacherConfig, label_cfg: LabelConfig,
+                 store, progress=True):
         from distill.teacher import teacher_id_for
 
         self.task = task

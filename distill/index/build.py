@@ -17,9 +17,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from distill import fsutil
-from distill.index.ann import choose_index
-from distill.data.layout import catalog_files, catalog_root
 from distill.config.pipeline import IndexConfig
+from distill.data.layout import catalog_files, catalog_root
+from distill.index.ann import choose_index
 from distill.index.binding import copy_bound_model, model_binding
 from distill.index.layout import (
     EMBEDDINGS_DIR,
@@ -213,8 +213,9 @@ def build_index(model_dir: str | Path, catalog_dir: str | Path, out_dir: str | P
                             num_gpus=cfg.num_gpus, progress=progress, in_process_max=in_process_max,
                             cache_dir=cache_dir)
         t_embed = time.time() - t0
+        timings = {"embed": round(t_embed, 2), "total": round(time.time() - t0, 2)}
         return publish_version(stage / EMBEDDINGS_DIR, catalog, model_dir, Path(out_dir), cfg, emb.errors,
-                               make_current, progress, {"embed": round(t_embed, 2), "total": round(time.time() - t0, 2)})
+                               make_current, progress, timings)
     except BaseException:
         shutil.rmtree(stage, ignore_errors=True)
         raise

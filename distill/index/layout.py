@@ -20,7 +20,6 @@ import pyarrow as pa
 from distill import fsutil
 from distill.hashing import hash_key
 
-
 FORMAT_VERSION = 1
 
 
@@ -87,7 +86,9 @@ def current_version(out_root: str | Path) -> str:
 
 def list_versions(out_root: str | Path) -> list[str]:
     root = Path(out_root)
-    return sorted(p.name for p in root.iterdir() if p.is_dir() and (p / MANIFEST_FILE).exists()) if root.is_dir() else []
+    if not root.is_dir():
+        return []
+    return sorted(p.name for p in root.iterdir() if p.is_dir() and (p / MANIFEST_FILE).exists())
 
 
 def prune_versions(out_root: str | Path, keep: int) -> list[str]:

@@ -22,13 +22,13 @@ from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from distill.data.layout import persona_texts, read_catalog_rows
 from distill.label.store import LabelStore
-from distill.teacher import presentation_order, request_key, teacher_id_for
 from distill.label.teacher_stage import (
     RESULT,
     conform_result,
@@ -38,6 +38,10 @@ from distill.label.teacher_stage import (
     run_actor_teacher,
     run_vllm_teacher,
 )
+from distill.teacher import presentation_order, request_key, teacher_id_for
+
+if TYPE_CHECKING:
+    from distill.config.pipeline import LabelConfig, TeacherConfig
 
 log = logging.getLogger(__name__)
 
@@ -117,7 +121,7 @@ def reason_class(reason: str) -> str:
 # ---- inputs ---------------------------------------------------------------------------------------
 
 
-def prepare_requests(requests: pa.Table, task: str, teacher_cfg) -> pa.Table:
+def prepare_requests(requests: pa.Table, task: str, teacher_cfg: TeacherConfig) -> pa.Table:
     """Add key, presented order and teacher columns; keep one row per key (the first)."""
     if task not in N_ITEMS:
         raise ValueError(f"task must be 'rank' or 'compare', got {task!r}")
@@ -226,8 +230,8 @@ class Committer:
 
 
 # ---- entry points ---------------------------------------------------------------------------------
-def label_requests(requests: pa.Table, *, task: str, catalog_dir, personas_dir, teacher_cfg, label_cfg,
-                   store: LabelStore, progress: bool = True) -> LabelSummary:
+def label_requests(requests: pa.Table, *, task: str, catalog_dir, personas_dir, teacher_cfg: TeacherConfig,
+                   label_cfg: LabelConfig, store: LabelStore, progress: bool = True) -> LabelSummary:
     """Answer every request not already in `store`, committing in chunks; see the module docstring."""
     t0 = time.time()
     teacher_id = teacher_id_for(teacher_cfg)
@@ -253,7 +257,8 @@ def label_requests(requests: pa.Table, *, task: str, catalog_dir, personas_dir, 
     return summary
 
 
-def _label_pass(rows: pa.Table, task, catalog_dir, personas_dir, teacher_cfg, label_cfg, committer) -> None:
+def _label_pass(rows: pa.Table, task, catalog_dir, personas_dir, teacher_cfg: TeacherConfig, label_cfg: LabelConfig,
+                committer) -> None:
     summary = committer.summary
     with summary.timed("inputs"):
         personas = persona_texts(personas_dir, set(rows["persona_id"].to_pylist()))
@@ -271,7 +276,8 @@ def _label_pass(rows: pa.Table, task, catalog_dir, personas_dir, teacher_cfg, la
     commit_stream(stream, committer)
 
 
-def _vllm_stream(good: pa.Table, catalog: pa.Table, catalog_dir, teacher_cfg, label_cfg, committer):
+def _vllm_stream(good: pa.Table, catalog: pa.Table, catalog_dir, teacher_cfg: TeacherConfig, label_cfg: LabelConfig,
+                 committer):
     """ray.data.llm needs the thumbnails up front (as data URLs): make them in a dataset pass and drop
     requests with a missing or corrupt item here, on the driver."""
     summary = committer.summary

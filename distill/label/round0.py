@@ -71,11 +71,3 @@ def draw_round0_groups(cfg: PipelineConfig, base: Path, n_groups: int) -> RoundZ
     persona_emb = encode_texts(load_student(base).eval(), texts)
     groups = sample_groups(ids, persona_emb, items.item_ids, items.embeddings, n_groups, cfg.sampler, round=0)
     return RoundZero(groups, dict(zip(ids, persona_emb)), dict(zip(items.item_ids, items.embeddings)))
-
-
-def base_agreement(labels: pa.Table, round0: RoundZero) -> float | None:
-    """Fraction of the teacher's ordered pairs that the base student orders the same way (None: no pairs)."""
-    from distill.train.validation import mean_agreement, pair_agreement
-
-    return mean_agreement(pair_agreement(labels["ranking"].to_pylist(), labels["persona_id"].to_pylist(),
-                                         round0.persona_emb, round0.item_emb))

@@ -80,7 +80,7 @@ class LabelStore:
     @staticmethod
     def _read_part(path: str, schema: pa.Schema, columns: list[str] | None = None, filt=None) -> pa.Table:
         """One part as `schema` (or its `columns`): a part written before a nullable column was added (e.g.
-        `description`, issue 12) reads with that column as nulls, so old stores keep working."""
+        `description`, added for composed queries) reads with that column as nulls, so old stores keep working."""
         names = set(pq.read_schema(path).names)
         want = list(columns) if columns is not None else schema.names
         table = pq.read_table(path, columns=[c for c in want if c in names], filters=filt)

@@ -10,9 +10,13 @@ Every request comes out as one RESULT row: answered (error null) or dropped with
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import pyarrow as pa
 import pyarrow.compute as pc
+
+if TYPE_CHECKING:
+    from distill.config.pipeline import LabelConfig, TeacherConfig
 
 # What flows out of the teacher stage: one row per request, answered (error null) or dropped.
 RESULT = pa.schema([
@@ -66,7 +70,7 @@ def thumbnail_batch(batch: pa.Table, catalog_root: str, size: int) -> pa.Table:
                      "error": pa.array(errors, pa.string())})
 
 
-def make_thumbnails(rows: pa.Table, catalog_dir, size: int, label_cfg) -> tuple[pa.Table, dict[str, str]]:
+def make_thumbnails(rows: pa.Table, catalog_dir, size: int, label_cfg: LabelConfig) -> tuple[pa.Table, dict[str, str]]:
     """(item_id, thumb, title, text, category) for decodable items, and {item_id: reason} for the rest."""
     import ray.data
 
@@ -127,7 +131,7 @@ class TeacherActor:
 
     Thumbnails are made here, once per item and actor, not in a dataset pass of their own: that pass
     cost a second round of Ray tasks before the actors even started, a PNG encode and decode per item,
-    and an Arrow round trip (issue 14). Requests with a missing or corrupt item are dropped here."""
+    and an Arrow round trip. Requests with a missing or corrupt item are dropped here."""
 
     def __init__(self, teacher_cfg_json: str, catalog: pa.Table, catalog_root: str, teacher_batch: int):
         from distill.config.pipeline import TeacherConfig
@@ -172,13 +176,13 @@ def _blocks(table: pa.Table, rows_per_block: int) -> list[pa.Table]:
 TASKS_PER_ACTOR = 4  # tasks each teacher actor should get at least, so that a pool stays balanced
 
 
-def rows_per_task(n_rows: int, label_cfg) -> int:
+def rows_per_task(n_rows: int, label_cfg: LabelConfig) -> int:
     """Rows in one Ray Data task to the teacher actors: whole teacher batches (`batch_size`), as many as
     fit in a commit chunk, but no more than leave every actor TASKS_PER_ACTOR tasks.
 
     A task costs ~25 ms of scheduling and transfer on a 2-core machine, about what the CPU teacher needs
     for a batch of 8: with one task per teacher batch, 1000 groups spent 5 s in the teacher stage instead
-    of 2.2 s (issue 14, benchmarks/results/label_throughput_cpu.txt). Answers do not change: the actor
+    of 2.2 s (benchmarks/results/label_throughput_cpu.txt). Answers do not change: the actor
     still asks the teacher `batch_size` requests at a time."""
     batch = max(1, label_cfg.batch_size)
     per_actor = -(-n_rows // (max(1, label_cfg.concurrency) * TASKS_PER_ACTOR))
@@ -186,7 +190,8 @@ def rows_per_task(n_rows: int, label_cfg) -> int:
     return batch * max(1, batches)
 
 
-def run_actor_teacher(pending: pa.Table, catalog: pa.Table, catalog_dir, teacher_cfg, label_cfg):
+def run_actor_teacher(pending: pa.Table, catalog: pa.Table, catalog_dir, teacher_cfg: TeacherConfig,
+                      label_cfg: LabelConfig):
     """Stream RESULT batches from a pool of teacher actors (fractional CPUs: read tasks must not starve).
 
     `catalog` holds the rows (encoded image or path, metadata) of every item `pending` presents."""
@@ -223,7 +228,7 @@ def normalise_vllm_output(row: dict) -> dict:
     return {k: row.get(k) for k in RESULT_FIELDS}
 
 
-def run_vllm_teacher(pending: pa.Table, items: pa.Table, teacher_cfg, label_cfg):
+def run_vllm_teacher(pending: pa.Table, items: pa.Table, teacher_cfg: TeacherConfig, label_cfg: LabelConfig):
     """Stream RESULT batches through ray.data.llm; unparseable answers get `repair_retries` more passes."""
     import ray.data
 

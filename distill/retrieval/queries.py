@@ -1,4 +1,4 @@
-"""Queries beyond a persona (issue 12): plain text, conversations (LaViC-style) and composed image + text
+"""Queries beyond a persona: plain text, conversations (LaViC-style) and composed image + text
 edits (MVFT-JI-style joint inference), all turned into one student query vector.
 
 score(query, item) = query_vector . image_emb(item), exactly like a persona: a persona *is* a `TextQuery`

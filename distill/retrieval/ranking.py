@@ -13,8 +13,7 @@ from pathlib import Path
 
 import torch
 
-from distill.data.layout import iter_catalog_rows
-from distill.data.layout import catalog_root
+from distill.data.layout import catalog_root, iter_catalog_rows
 from distill.images import try_load_row_image
 from distill.student import Student, load_or_build
 

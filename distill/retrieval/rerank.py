@@ -1,4 +1,4 @@
-"""Teacher re-ranking at query time (issue 12): the student retrieves, the teacher re-orders its top k.
+"""Teacher re-ranking at query time: the student retrieves, the teacher re-orders its top k.
 
 `Reranker(teacher_cfg, rerank_cfg).rerank(query_text, candidates, budget_s)` sends ONE listwise request
 (task "rank", N = k <= 20 candidates, "Image 1".."Image k") through `Teacher.answer`, so the shared parser
@@ -9,7 +9,7 @@ the result is the student's own order with `reranked=False` and the reason; `rer
 
 Answers are cached in memory (LRU, `rerank.cache_size`) by (teacher id, query text, candidate ids); an
 answer that arrives after the budget still fills the cache, so asking again gets it. Target descriptions
-of composed queries (`Teacher.describe`, part A of issue 12) go through `describe` with the same budget
+of composed queries (`Teacher.describe`) go through `describe` with the same budget
 and cache rules.
 
 Thumbnails are white-padded to `rerank.image_size` (224): for Qwen2.5-VL (patch 14, 2x2 merge) that is
@@ -26,19 +26,17 @@ from collections import OrderedDict
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 from distill.teacher.base import Candidate
-from distill.teacher.tokens import TokenCounter, rerank_prompt_tokens
+from distill.teacher.tokens import rerank_prompt_tokens
+
+if TYPE_CHECKING:
+    from distill.config.pipeline import RerankConfig, TeacherConfig
 
 log = logging.getLogger(__name__)
 
 MAX_K = 20
-
-
-# ------------------------------------------------------------------------------------- token arithmetic
-
-
-_COUNTER: TokenCounter | None = None
 
 
 # ---------------------------------------------------------------------------------------------- results
@@ -88,7 +86,7 @@ class _Lru(OrderedDict):
 # --------------------------------------------------------------------------------------------- reranker
 
 
-def effective_teacher_config(teacher_cfg, rerank_cfg):
+def effective_teacher_config(teacher_cfg: TeacherConfig, rerank_cfg: RerankConfig) -> TeacherConfig:
     """The teacher that re-ranks: `rerank.teacher` or the pipeline's, with query-time settings: thumbnails at
     `rerank.image_size`, vLLM images capped at image_size**2 pixels and up to MAX_K per prompt, no
     transport retries past the budget (an openai call times out with it)."""
@@ -118,7 +116,7 @@ class Reranker:
     `teacher`: an already built Teacher (tests); else `build_teacher` of `effective_teacher_config`, at
     construction. A teacher that cannot be built leaves the Reranker answering "teacher unavailable"."""
 
-    def __init__(self, teacher_cfg, rerank_cfg, teacher=None):
+    def __init__(self, teacher_cfg: TeacherConfig, rerank_cfg: RerankConfig, teacher=None):
         from distill.teacher import teacher_id_for
 
         self.rerank_cfg = rerank_cfg

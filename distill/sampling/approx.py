@@ -13,9 +13,9 @@ from typing import Callable
 
 import numpy as np
 
+from distill.config.pipeline import SamplerConfig
 from distill.index.ann import choose_index
 from distill.sampling.bins import BinPool, assign_bins, bin_thresholds
-from distill.config.pipeline import SamplerConfig
 
 
 def build_item_index(item_emb: np.ndarray, cfg: SamplerConfig):

@@ -14,7 +14,8 @@ import numpy as np
 
 
 def score_items(persona_emb_row: np.ndarray, item_emb: np.ndarray, batch: int = 4096) -> np.ndarray:
-    """Cosine scores (float32, shape (N,)) of one unit persona vector against unit item rows, `batch` items per product."""
+    """Cosine scores (float32, shape (N,)) of one unit persona vector against unit item rows, `batch` items per
+    product."""
     return score_block(persona_emb_row[None, :], item_emb, batch)[0]
 
 

@@ -1,4 +1,4 @@
-"""Remedies for aligned groups that keep drawing the same items (issue 13), used by distill.sampling.sampler.
+"""Remedies for aligned groups that keep drawing the same items, used by distill.sampling.sampler.
 
 Both are `SamplerConfig` options, off by default (docs/sampling-and-loss.md, "Repeated items"):
 

@@ -1,4 +1,4 @@
-"""Preference-aligned sampling of candidate groups (paper-spec 1.5), and the uniform ablation sampler.
+"""Preference-aligned sampling of candidate groups (the paper's sampler), and the uniform ablation sampler.
 
 A group is one persona plus `cfg.group_size` distinct items. For the aligned sampler the persona's
 cosine scores against the split's items (current student) are cut into bins at fractions `cfg.edges`
@@ -32,11 +32,11 @@ from typing import Mapping
 import numpy as np
 import pyarrow as pa
 
+from distill.config.pipeline import SamplerConfig
+from distill.hashing import hash_key
 from distill.sampling.bins import BinPool, assign_bins, bin_thresholds, exact_pool, persona_block_size, score_block
 from distill.sampling.remedies import PersonaCap, avoiding, persona_cap, uniform_positions
 from distill.schemas import GROUPS
-from distill.config.pipeline import SamplerConfig
-from distill.hashing import hash_key
 
 log = logging.getLogger(__name__)
 
@@ -157,7 +157,8 @@ def _check_unit_rows(emb: np.ndarray, ids: list[str], what: str, batch: int) -> 
         bad = np.flatnonzero(~(np.abs(norms - 1.0) <= _NORM_TOLERANCE))
         if bad.size:
             row = start + int(bad[0])
-            raise ValueError(f"{what} embedding row {row} ({ids[row]!r}) has norm {norms[bad[0]]:.4g}; rows must be unit length")
+            raise ValueError(f"{what} embedding row {row} ({ids[row]!r}) has norm {norms[bad[0]]:.4g}; "
+                             "rows must be unit length")
 
 
 def _table(persona_ids, item_ids, rows: list[tuple[int, list[int], list[int]]], round: int, kind: str) -> pa.Table:

@@ -15,8 +15,8 @@ import argparse
 import json
 import logging
 
-from distill.jobs import Stage
 from distill.config.pipeline import PipelineConfig
+from distill.jobs import Stage
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +32,7 @@ def run(cfg: PipelineConfig, args: argparse.Namespace) -> dict:
             "mpr": {m.name: round(m.metrics["mpr"], 2) for m in outcome.report.models if "mpr" in m.metrics},
             "intervals": {m.name: {k: [round(v, 2) for v in (iv.mean, iv.low, iv.high)] + [iv.n]
                                    for k, iv in m.intervals.items()} for m in outcome.report.models},
-            "queries": outcome.queries,  # HR@1 per conversation query, R@10 per joint weight (issue 12)
+            "queries": outcome.queries,  # HR@1 per conversation query, R@10 per joint weight
             "query_seconds": {k: round(v, 1) for k, v in outcome.query_seconds.items()}}
 
 

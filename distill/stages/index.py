@@ -13,8 +13,8 @@ import argparse
 import logging
 from pathlib import Path
 
-from distill.jobs import Stage
 from distill.config.pipeline import PipelineConfig
+from distill.jobs import Stage
 
 log = logging.getLogger(__name__)
 SUMMARY_KEYS = ("version", "ntotal", "embed_dim", "factory", "skipped", "seconds")

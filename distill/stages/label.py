@@ -16,11 +16,12 @@ from __future__ import annotations
 import argparse
 import logging
 
+import pyarrow as pa
 import pyarrow.compute as pc
 
+from distill.config.pipeline import PipelineConfig
 from distill.jobs import Stage
 from distill.label import round0
-from distill.config.pipeline import PipelineConfig
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +40,7 @@ def run(cfg: PipelineConfig, args: argparse.Namespace) -> dict:
                                     teacher_cfg=cfg.teacher, label_cfg=cfg.label, store=store, progress=True)
     labels = store.read(teacher_id=summary.teacher_id, task="rank")
     labels = labels.filter(pc.is_in(labels["group_id"], value_set=drawn.groups["group_id"].combine_chunks()))
-    agreement = round0.base_agreement(labels, drawn)
+    agreement = base_agreement(labels, drawn)
     log.info("%s", summary.format())
     if agreement is not None:
         log.info("base student agrees with the teacher on %.1f%% of ordered pairs (%d labelled groups; "
@@ -51,9 +52,18 @@ def run(cfg: PipelineConfig, args: argparse.Namespace) -> dict:
     return {**summary.as_dict(), "base_pair_agreement": agreement, "store_labels": store.count()}
 
 
+def base_agreement(labels: pa.Table, drawn: round0.RoundZero) -> float | None:
+    """Fraction of the teacher's ordered pairs that the base student orders the same way (None: no pairs)."""
+    from distill.train.validation import mean_agreement, pair_agreement
+
+    return mean_agreement(pair_agreement(labels["ranking"].to_pylist(), labels["persona_id"].to_pylist(),
+                                         drawn.persona_emb, drawn.item_emb))
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--groups", type=int, help="round-0 groups to label (default: label.groups)")
-    parser.add_argument("--teacher", choices=["cpu", "openai", "vllm"], help="teacher backend (default: teacher.backend)")
+    parser.add_argument("--teacher", choices=["cpu", "openai", "vllm"],
+                        help="teacher backend (default: teacher.backend)")
 
 
 STAGE = Stage(name="label", description=__doc__, run=run, add_arguments=add_arguments,

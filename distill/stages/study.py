@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import argparse
 
-from distill.jobs import Stage
 from distill.config.pipeline import PipelineConfig
+from distill.jobs import Stage
 
 
 def run(cfg: PipelineConfig, args: argparse.Namespace) -> dict:

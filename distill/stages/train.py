@@ -17,8 +17,8 @@ from __future__ import annotations
 import argparse
 import logging
 
-from distill.jobs import Stage
 from distill.config.pipeline import PipelineConfig
+from distill.jobs import Stage
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +40,8 @@ def run(cfg: PipelineConfig, args: argparse.Namespace) -> dict:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--num-workers", type=int, help="Ray Train DDP workers (default: train.num_workers)")
-    parser.add_argument("--teacher", choices=["cpu", "openai", "vllm"], help="teacher backend (default: teacher.backend)")
+    parser.add_argument("--teacher", choices=["cpu", "openai", "vllm"],
+                        help="teacher backend (default: teacher.backend)")
     parser.add_argument("--budget", type=int, help="total teacher-labelled training groups, round 0 included")
     parser.add_argument("--sampler", choices=["aligned", "uniform"],
                         help="group sampler for rounds >= 1; uniform is the ablation (its own train dir and model)")

@@ -6,6 +6,8 @@ distill/teacher/identity.py for how every setting is classified.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from distill.teacher.base import (
     Candidate,
     DescribeAnswer,
@@ -23,8 +25,11 @@ from distill.teacher.base import (
 )
 from distill.teacher.identity import describe_id_for, teacher_id_for
 
+if TYPE_CHECKING:
+    from distill.config.pipeline import TeacherConfig
 
-def build_teacher(cfg) -> Teacher:
+
+def build_teacher(cfg: TeacherConfig) -> Teacher:
     """The backend named by `cfg.backend` (cpu | openai | vllm); heavy imports happen here, lazily."""
     if cfg.backend == "cpu":
         from distill.teacher.cpu import CpuTeacher

@@ -11,12 +11,17 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image
 
 from distill.hashing import hash_key, stable_hash
+from distill.teacher.identity import teacher_id_for
 from distill.teacher.prompt import ParsedDescription, ParsedRanking, parse_description, parse_ranking
+
+if TYPE_CHECKING:
+    from distill.config.pipeline import TeacherConfig
 
 TASKS = ("rank", "compare")
 
@@ -176,9 +181,7 @@ class Teacher(ABC):
 
     backend: str = ""
 
-    def __init__(self, cfg):
-        from distill.teacher import teacher_id_for
-
+    def __init__(self, cfg: TeacherConfig):
         self.cfg = cfg
         self.teacher_id = teacher_id_for(cfg)
 

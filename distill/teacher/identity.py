@@ -17,7 +17,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from distill.config.pipeline import TeacherConfig
 
 BACKENDS = ("cpu", "openai", "vllm")
 
@@ -43,7 +46,7 @@ ANSWER_NEUTRAL: dict[str, str] = {
     "vllm.placement_group_config": "hardware placement",
 }
 
-# The values the id format assumes. Frozen on purpose: changing a default in settings.py must change the
+# The values the id format assumes. Frozen on purpose: changing a default in distill/config/pipeline.py must change the
 # id of a config that relies on it, so these are literals, not the pydantic defaults.
 ID_BASELINE: dict[str, Any] = {
     "image_size": 224,
@@ -86,7 +89,7 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
-def flat_settings(cfg) -> dict[str, Any]:
+def flat_settings(cfg: TeacherConfig) -> dict[str, Any]:
     """`TeacherConfig` as {"image_size": 224, "cpu.seed": 0, ...}: the common fields and each backend's."""
     data = cfg.model_dump(mode="json")
     flat = {k: v for k, v in data.items() if k not in BACKENDS}
@@ -100,7 +103,7 @@ def _applies_to(name: str, backend: str) -> bool:
     return section is None or section == backend
 
 
-def _head(cfg) -> str:
+def _head(cfg: TeacherConfig) -> str:
     if cfg.backend == "cpu":
         return ":".join(["cpu", CPU_MODEL, cfg.prompt_version, f"t={_fmt(cfg.cpu.temperature)}"])
     if cfg.backend == "openai":
@@ -111,7 +114,7 @@ def _head(cfg) -> str:
     raise ValueError(f"unknown teacher backend {cfg.backend!r}")
 
 
-def teacher_id_for(cfg) -> str:
+def teacher_id_for(cfg: TeacherConfig) -> str:
     """A stable, human-readable id that changes with every setting that can change an answer."""
     head = _head(cfg)
     extras = []
@@ -133,7 +136,7 @@ def teacher_id_for(cfg) -> str:
 DESCRIBE_BASELINE: dict[str, Any] = {"describe_max_tokens": 120}
 
 
-def describe_id_for(cfg, prompt_version: str | None = None) -> str:
+def describe_id_for(cfg: TeacherConfig, prompt_version: str | None = None) -> str:
     """The teacher id of target descriptions, e.g. `cpu:minilm-l6-v2:describe-v1:t=0:cpu.taste=v1`."""
     from distill.teacher.prompt import DESCRIBE_PROMPT_VERSION
 

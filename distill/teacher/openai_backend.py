@@ -15,6 +15,7 @@ import logging
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING
 
 from distill.teacher.base import Generation, Teacher, TeacherRequest
 from distill.teacher.prompt import (
@@ -25,6 +26,9 @@ from distill.teacher.prompt import (
     image_data_url,
     permutation_answers,
 )
+
+if TYPE_CHECKING:
+    from distill.config.pipeline import TeacherConfig
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +58,7 @@ def _describe(err: Exception) -> str:
 class OpenAITeacher(Teacher):
     backend = "openai"
 
-    def __init__(self, cfg, sleep=time.sleep):
+    def __init__(self, cfg: TeacherConfig, sleep=time.sleep):
         super().__init__(cfg)
         import openai
 

@@ -218,7 +218,8 @@ def build_describe_messages(image_url: str, modification: str,
     messages = [{"role": "user", "content": content}]
     for raw, reason in repairs or []:
         messages.append({"role": "assistant", "content": raw or "(empty)"})
-        messages.append({"role": "user", "content": DESCRIBE_REPAIR.format(reason=reason, max_chars=DESCRIBE_MAX_CHARS)})
+        repair = DESCRIBE_REPAIR.format(reason=reason, max_chars=DESCRIBE_MAX_CHARS)
+        messages.append({"role": "user", "content": repair})
     return messages
 
 

@@ -89,6 +89,9 @@ class TokenCounter:
         return len(self._tok.encode(text, add_special_tokens=False).ids)
 
 
+_COUNTER: TokenCounter | None = None  # one shared counter: loading the tokenizer is the slow part
+
+
 def _default_counter() -> TokenCounter:
     global _COUNTER
     if _COUNTER is None:

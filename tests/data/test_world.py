@@ -15,7 +15,6 @@ import pytest
 from PIL import Image
 
 from distill.data.cli import main as cli_main
-from distill.data.layout import catalog_files, catalog_root, read_catalog, read_catalog_manifest, read_personas
 from distill.data.emoji_sets import (
     DESIGNERS,
     ENV_VAR,
@@ -27,6 +26,7 @@ from distill.data.emoji_sets import (
     cldr_slug,
 )
 from distill.data.interests import MODIFIERS, VISUAL_TASTES
+from distill.data.layout import catalog_files, catalog_root, read_catalog, read_catalog_manifest, read_personas
 from distill.data.world import GlyphRenderer, _personas_table, build_world, parse_emoji_test, select_emoji
 from distill.data.world_assets import PHOTOS, attribution_text
 from distill.data.world_personas import make_personas

@@ -7,13 +7,13 @@ import copy
 import numpy as np
 import pytest
 import torch
+from helpers.data import make_catalog
 
+from distill.data.layout import count_rows
 from distill.embedding import catalog as embed
 from distill.embedding import read_embeddings
-from distill.data.layout import count_rows
 from distill.embedding.catalog import embed_catalog
 from distill.student import save_student
-from helpers.data import make_catalog
 
 
 @pytest.fixture(scope="module")

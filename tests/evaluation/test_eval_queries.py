@@ -1,4 +1,4 @@
-"""The evaluation's held-out query sections (issue 12): conversations built from personas (LaViC setting),
+"""The evaluation's held-out query sections: conversations built from personas (LaViC setting),
 composed (reference, modification, target) queries (MVFT-JI setting), their metrics, and (with the real CPU
 teacher on a tiny shape world) the report sections and a rerun that sends no teacher calls."""
 
@@ -149,11 +149,11 @@ def test_target_ranks_hits_and_percentiles_by_hand():
 @pytest.mark.slow
 def test_report_sections_with_intervals_and_a_rerun_sends_nothing(tmp_path, offline_student):
     import pyarrow.parquet as pq
-
-    from distill.evaluation import run_evaluation
-    from distill.config.pipeline import PipelineConfig
-    from distill.student import save_student
     from helpers.data import make_catalog, make_personas
+
+    from distill.config.pipeline import PipelineConfig
+    from distill.evaluation import run_evaluation
+    from distill.student import save_student
 
     make_catalog(tmp_path / "catalog", n=36)  # 12 test items, 3 categories
     make_personas(tmp_path / "personas", [

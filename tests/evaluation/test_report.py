@@ -9,10 +9,10 @@ import json
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+from helpers.data import make_catalog
 from PIL import Image
 
 from distill.evaluation.report import CurvePoint, ModelResult, ReportData, write_report
-from helpers.data import make_catalog
 
 
 def _model(name, kind, mpr, pids, items, train=None, ndcg=True):

@@ -8,8 +8,8 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from distill.evaluation.study import VARIANTS, best_rounds, plan_runs, summarise_rounds, with_overrides
 from distill.config.pipeline import PipelineConfig
+from distill.evaluation.study import VARIANTS, best_rounds, plan_runs, summarise_rounds, with_overrides
 
 
 def _cfg(tmp_path) -> PipelineConfig:

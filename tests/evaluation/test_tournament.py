@@ -120,11 +120,11 @@ def test_real_cpu_teacher_evaluation_is_cached_on_rerun(tmp_path, ray_session, o
     """End to end on a tiny shape world: the CPU teacher judges through the label store; a second
     evaluation (same bracket, any model) sends zero teacher calls and finds the same winners."""
     import pyarrow.parquet as pq
-
-    from distill.evaluation import run_evaluation
-    from distill.config.pipeline import PipelineConfig
-    from distill.student import save_student
     from helpers.data import make_catalog, make_personas
+
+    from distill.config.pipeline import PipelineConfig
+    from distill.evaluation import run_evaluation
+    from distill.student import save_student
 
     make_catalog(tmp_path / "catalog", n=24)  # 8 test items
     make_personas(tmp_path / "personas", ["loves red things", "a kite flyer", "collects blue boxes",
@@ -166,9 +166,10 @@ def test_real_cpu_teacher_evaluation_is_cached_on_rerun(tmp_path, ray_session, o
 
 
 def test_personas_default_to_the_whole_split(tmp_path):
-    from distill.evaluation import eval_personas
-    from distill.config.pipeline import PipelineConfig
     from helpers.data import make_personas
+
+    from distill.config.pipeline import PipelineConfig
+    from distill.evaluation import eval_personas
 
     make_personas(tmp_path / "personas", [f"persona {i}" for i in range(12)])  # 4 test personas
     cfg = PipelineConfig.model_validate({"paths": {"workdir": str(tmp_path), "personas": "{workdir}/personas"}})

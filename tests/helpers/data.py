@@ -94,9 +94,9 @@ def make_index(model_dir: str | Path, catalog_dir: str | Path, out_root: str | P
     import numpy as np
 
     from distill import index as idx
+    from distill.config.pipeline import IndexConfig
     from distill.embedding.catalog import ImageEmbedder
     from distill.schemas import embeddings_schema
-    from distill.config.pipeline import IndexConfig
 
     catalog = Path(catalog_dir)
     stage = idx.stage_dir(out_root, model_dir, catalog)

@@ -116,10 +116,9 @@ def record(path: str, **numbers) -> None:
 
 def requests_for(teacher_id: str, n_rank: int, n_compare: int):
     """Rank (5 images) and compare (2 images) requests over the shapes of tests/helpers/data.py at 224 px."""
-    from helpers.data import catalog_rows, shape_image
-
     from distill.images import white_pad_thumbnail
     from distill.teacher import Candidate, make_request
+    from helpers.data import catalog_rows, shape_image
 
     items = catalog_rows(10)
     cands = [Candidate(r["item_id"], r["title"], r["text"], r["category"],

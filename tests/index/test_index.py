@@ -13,11 +13,11 @@ import pytest
 from helpers.data import make_catalog, make_index
 
 from distill import fsutil
-from distill.index import ann
 from distill import index as idx
+from distill.config.pipeline import IndexConfig, SamplerConfig
+from distill.index import ann
 from distill.sampling.approx import build_item_index
 from distill.schemas import embeddings_schema
-from distill.config.pipeline import IndexConfig, SamplerConfig
 from distill.student import save_student
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -44,7 +44,8 @@ def write_embeddings(path: Path, ids: list[str], vecs: np.ndarray) -> None:
 
 def test_choose_factory_by_size_and_budget():
     assert ann.choose_factory(1_000, 384, 4.0) == "Flat"
-    # Past flat_max, exact vectors fit the budget: IVF-Flat (~4*sqrt(n) lists); tests/index/test_ann_recall.py checks recall.
+    # Past flat_max, exact vectors fit the budget: IVF-Flat (~4*sqrt(n) lists);
+    # tests/index/test_ann_recall.py checks recall.
     assert ann.choose_factory(500_000, 384, 4.0) == "IVF2048,Flat"
     assert ann.choose_factory(1_000_000, 384, 1.0).startswith("IVF4096,PQ")  # 1.5 GB of vectors: compressed
     ivf = ann.choose_factory(10_000_000, 384, 4.0)  # Flat would be 15 GB
@@ -198,7 +199,8 @@ def test_index_from_cached_trunk_features_matches_the_pixel_path(tmp_path, model
     plain = idx.build_index(model_dir, catalog, tmp_path / "a", cfg, progress=False, in_process_max=100)
     for split in SPLITS:  # what label, train and evaluate leave in the cache
         trunk_features(model_dir, catalog, split, cache_dir=tmp_path / "cache", progress=False)
-    monkeypatch.setattr("distill.embedding.catalog.in_process_batches", lambda *a, **k: pytest.fail("the images were read again"))
+    monkeypatch.setattr("distill.embedding.catalog.in_process_batches",
+                        lambda *a, **k: pytest.fail("the images were read again"))
     cached = idx.build_index(model_dir, catalog, tmp_path / "b", cfg, progress=False, in_process_max=100,
                              cache_dir=tmp_path / "cache")
     ids_a, emb_a = _read_embeddings(tmp_path / "a" / plain["version"] / idx.EMBEDDINGS_DIR)

@@ -49,7 +49,8 @@ def hashed(text):
     return stable_hash(text), sys.executable
 value, task_python = ray.get(hashed.remote("red apple"))
 print({RESULT_PREFIX!r} + json.dumps({{"hash": value, "expected": stable_hash("red apple"), "groups": sizes,
-      "driver_python": sys.executable, "task_python": task_python, "cwd_has_ray_jobs": __import__("os").path.isdir("ray_jobs"),
+      "driver_python": sys.executable, "task_python": task_python,
+      "cwd_has_ray_jobs": __import__("os").path.isdir("ray_jobs"),
       "label_help_rc": label_help.returncode, "label_help": label_help.stdout[:200]}}))
 """
 

@@ -86,8 +86,8 @@ def test_compact_merges_parts_without_losing_or_duplicating(tmp_path):
 
 
 def test_an_old_format_store_still_loads(tmp_path):
-    """Stores written before issue 12 have no `description`/`modification` columns: they read as nulls, mix
-    with new parts, and compact into the current schema."""
+    """Stores written before composed queries existed have no `description`/`modification` columns: they read
+    as nulls, mix with new parts, and compact into the current schema."""
     import pyarrow.parquet as pq
 
     old_schema = pa.schema([f for f in LABELS if f.name not in ("description", "modification")])

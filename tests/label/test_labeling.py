@@ -10,14 +10,14 @@ import time
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from helpers.data import make_catalog, make_personas
 
-from distill.label.store import LabelStore
-from distill.label.pipeline import label_groups, label_requests, reason_class
+from distill.config.pipeline import LabelConfig, TeacherConfig
 from distill.data.layout import read_catalog_rows
+from distill.label.pipeline import label_groups, label_requests, reason_class
+from distill.label.store import LabelStore
 from distill.label.teacher_stage import ItemThumbnails, rows_per_task
 from distill.schemas import GROUPS, conform
-from distill.config.pipeline import LabelConfig, TeacherConfig
-from helpers.data import make_catalog, make_personas
 
 PERSONAS = ["a child who loves flying kites", "someone who needs storage boxes", "a tennis player"]
 

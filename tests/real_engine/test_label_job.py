@@ -119,8 +119,8 @@ def _disk_keys(root) -> list[str]:
 
 
 def _label(store, world, watcher):
-    from distill.label.pipeline import label_groups
     from distill.config.pipeline import LabelConfig
+    from distill.label.pipeline import label_groups
 
     catalog, personas = world
     # One request per engine call and one sequence at a time: the job lasts long enough to be killed mid-way.
@@ -190,7 +190,8 @@ def test_label_job_through_ray_data_llm_survives_a_killed_engine(engine_ray, wor
     steady = (k.count_at_kill - k.first_count) / max(1e-9, k.kill_s - k.first_commit_s)
     record("a:ray.data.llm label job", constraint="permutation", startup_s=round(k.first_commit_s, 1),
            requests_per_s=round(steady, 2), peak_rss_gib=rss.gib, run1_wall_s=first_s and round(first_s, 1),
-           killed_after=k.count_at_kill, new_engine_core_seen_after_s=k.restarted and round(k.restart_seen_s - k.kill_s, 1),
+           killed_after=k.count_at_kill,
+           new_engine_core_seen_after_s=k.restarted and round(k.restart_seen_s - k.kill_s, 1),
            kill_to_done_s=first_s and round(first_s - k.kill_s, 1),
            run1=first.as_dict() if first else first_error, rerun_teacher_calls=second.teacher_calls,
            **_teacher_answer_shares(store))

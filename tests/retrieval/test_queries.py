@@ -1,4 +1,4 @@
-"""Queries beyond a persona (issue 12): the query models, conversation rules, composition math, and
+"""Queries beyond a persona: the query models, conversation rules, composition math, and
 `encode_queries` with the real embedded student."""
 
 from __future__ import annotations

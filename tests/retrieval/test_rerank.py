@@ -7,11 +7,11 @@ import pytest
 from helpers.serve import FakeVLM, png_b64
 from PIL import Image
 
-from distill.retrieval.rerank import Reranker, effective_teacher_config
-from distill.teacher.tokens import TokenCounter, qwen_visual_tokens, rerank_prompt_tokens
 from distill.config.pipeline import RerankConfig, ServeConfig, TeacherConfig
+from distill.retrieval.rerank import Reranker, effective_teacher_config
 from distill.teacher import Candidate, Teacher
 from distill.teacher.base import Generation
+from distill.teacher.tokens import TokenCounter, qwen_visual_tokens, rerank_prompt_tokens
 
 
 def _cands(n: int) -> list[Candidate]:
@@ -110,7 +110,8 @@ def test_effective_teacher_config_for_query_time():
     assert cfg.vllm.max_tokens >= 96  # 20 numbers fit the answer
     o = effective_teacher_config(TeacherConfig(backend="openai"), RerankConfig(budget_s=2.0)).openai
     assert o.timeout_s == 2.0 and o.max_retries == 0
-    assert effective_teacher_config(TeacherConfig(), RerankConfig(teacher=TeacherConfig(image_size=128))).image_size == 224
+    rerank_cfg = RerankConfig(teacher=TeacherConfig(image_size=128))
+    assert effective_teacher_config(TeacherConfig(), rerank_cfg).image_size == 224
 
 
 def test_openai_teacher_ranks_ten_with_the_json_schema_not_the_permutation_list():
@@ -181,7 +182,8 @@ def test_query_union_errors_name_the_clients_fields():
     assert locs({"query": ""}) == ["body.query"]
     assert locs({"query": {"kind": "conversation", "turns": []}}) == ["body.query.turns"]
     assert locs({"query": {"kind": "text", "text": " "}}) == ["body.query.text"]
-    assert locs({"query": {"kind": "composed", "reference_item": "a", "modification": " "}}) == ["body.query.modification"]
+    blank = {"query": {"kind": "composed", "reference_item": "a", "modification": " "}}
+    assert locs(blank) == ["body.query.modification"]
     assert locs({"query": {"kind": "composed", "reference_item": None, "reference_image": "QUJD",
                            "modification": "x"}}) == ["body.query"]
     model.model_validate({"query": "a red ball", "k": 3})

@@ -70,8 +70,9 @@ def test_search_returns_items_with_scores_titles_and_images(server, world):
             assert hit["title"] == titles[hit["item_id"]]
     img = c.get(body["results"][0]["image_url"], params={"size": 64})
     assert img.status_code == 200 and img.headers["content-type"] == "image/png"
-    from PIL import Image
     import io
+
+    from PIL import Image
 
     assert Image.open(io.BytesIO(img.content)).size == (64, 64)
     # k beyond the catalog returns every indexed item once.
@@ -88,17 +89,18 @@ BAD_REQUESTS = [
     ("k as string", "POST", "/search", {"json": {"query": "ball", "k": "5"}}, 422, "valid integer"),
     ("query as number", "POST", "/search", {"json": {"query": 5}}, 422, "valid string"),
     ("unknown field", "POST", "/search", {"json": {"query": "ball", "kk": 1}}, 422, "kk"),
-    ("malformed json", "POST", "/search", {"content": b'{"query": "ball"', "headers": {"content-type": "application/json"}},
-     422, "malformed JSON"),
+    ("malformed json", "POST", "/search",
+     {"content": b'{"query": "ball"', "headers": {"content-type": "application/json"}}, 422, "malformed JSON"),
     ("not an object", "POST", "/search", {"json": ["ball"]}, 422, "body"),
     ("body too large", "POST", "/search", {"content": b"x" * 400_000, "headers": {"content-type": "application/json"}},
      413, "larger than"),
-    ("json body too large", "POST", "/v1/embeddings", {"content": b"x" * 70_000,
-                                                        "headers": {"content-type": "application/json"}}, 413, "larger than"),
+    ("json body too large", "POST", "/v1/embeddings",
+     {"content": b"x" * 70_000, "headers": {"content-type": "application/json"}}, 413, "larger than"),
     ("empty conversation", "POST", "/search", {"json": {"query": {"kind": "conversation", "turns": []}}}, 422,
      "query.turns"),
     ("assistant-only conversation", "POST", "/search",
-     {"json": {"query": {"kind": "conversation", "turns": [{"role": "assistant", "content": "hi"}]}}}, 422, "query.turns"),
+     {"json": {"query": {"kind": "conversation", "turns": [{"role": "assistant", "content": "hi"}]}}}, 422,
+     "query.turns"),
     ("unknown query kind", "POST", "/search", {"json": {"query": {"kind": "persona", "text": "x"}}}, 422, "kind"),
     ("two references", "POST", "/search", {"json": {"query": {"kind": "composed", "reference_item": "item-000",
                                                               "reference_image": png_b64(), "modification": "red"}}},

@@ -1,8 +1,8 @@
 """The HTTP API keeps its own OpenAPI contract, and Serve's HTTP address is configured where Serve reads it.
 
-Regression tests for two defects: `serve.host`/`serve.port` were accepted and silently ignored by
-`serve run`/`serve deploy` (B), and the API answered outside its OpenAPI document (C: 422 bodies unlike the
-documented HTTPValidationError, an undocumented 404, `{"input": ""}` allowed by the schema but rejected,
+Regression tests: `serve.host`/`serve.port` must not be accepted and then silently ignored by
+`serve run`/`serve deploy`, and the API must not answer outside its OpenAPI document (as it once did: 422 bodies
+unlike the documented HTTPValidationError, an undocumented 404, `{"input": ""}` allowed by the schema but rejected,
 the model's filesystem path on the open /healthz). Then a schemathesis run with every check.
 """
 
@@ -110,7 +110,8 @@ def test_search_request_schema_documents_every_query_kind(server):
         jsonschema.validate(body, schema)
     for bad in [{"query": {"kind": "conversation", "turns": []}},
                 {"query": {"kind": "conversation", "turns": [{"role": "assistant", "content": "hi"}]}},
-                {"query": {"kind": "composed", "reference_item": "a", "reference_image": png_b64(), "modification": "x"}},
+                {"query": {"kind": "composed", "reference_item": "a", "reference_image": png_b64(),
+                           "modification": "x"}},
                 {"query": {"kind": "composed", "modification": "x"}},
                 {"query": "ball", "rerank": "yes"}]:
         with pytest.raises(jsonschema.ValidationError):

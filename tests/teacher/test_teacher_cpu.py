@@ -4,11 +4,11 @@ import json
 
 import numpy as np
 import pytest
+from helpers.data import shape_image
 
 from distill.config.pipeline import TeacherConfig
 from distill.teacher import Candidate, build_teacher, make_request
 from distill.teacher.cpu import plackett_luce_order
-from helpers.data import shape_image
 
 ITEMS = [("kite", "green kite", "a green triangle kite for windy days", "toys", "green", "triangle"),
          ("ball", "red ball", "a red rubber ball", "toys", "red", "circle"),

@@ -88,7 +88,7 @@ def test_neutral_and_other_backend_settings_keep_the_id(backend):
 
 def test_defaults_keep_the_short_readable_ids():
     # The literal teacher of earlier versions keeps its id, so stores written by it keep working;
-    # the default CPU teacher reads taste (issue 13) and says so.
+    # the default CPU teacher reads taste (`cpu.taste: v1`) and says so.
     assert teacher_id_for(TeacherConfig(cpu={"taste": "none"})) == "cpu:minilm-l6-v2:rank-v1:t=0"
     assert teacher_id_for(TeacherConfig()) == "cpu:minilm-l6-v2:rank-v1:t=0:cpu.taste=v1"
     assert teacher_id_for(TeacherConfig(backend="vllm")) == "vllm:Qwen/Qwen2.5-VL-7B-Instruct:rank-v1:t=0:px=200704"

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from distill.data.world import emoji_text, parse_emoji_test, select_emoji
 from distill.config.pipeline import TeacherConfig
+from distill.data.world import emoji_text, parse_emoji_test, select_emoji
 from distill.teacher import Candidate, build_teacher, make_request
 from distill.teacher.taste import split_persona, visual_attributes
 

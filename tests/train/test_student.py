@@ -6,8 +6,8 @@ import pytest
 import torch
 from PIL import Image
 
-from distill.student import StudentLoadError, build_student, load_student, read_manifest, save_student
 from distill.config.student import StudentSpec
+from distill.student import StudentLoadError, build_student, load_student, read_manifest, save_student
 
 DATA = Path(__file__).resolve().parents[1] / "assets"
 

@@ -7,8 +7,8 @@ import pyarrow as pa
 import pytest
 import torch
 
-from distill.losses import BradleyTerryLoss
 from distill.config.pipeline import TrainConfig
+from distill.losses import BradleyTerryLoss
 from distill.train.data import RowDrops, group_rows
 from distill.train.loop import (
     RankingModel,

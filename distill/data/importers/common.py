@@ -32,8 +32,8 @@ from distill.data.layout import (
     split_counts,
     write_catalog_items,
 )
-from distill.schemas import CATALOG, SchemaError, conform
 from distill.data.splits import assign_splits
+from distill.schemas import CATALOG, SchemaError, conform
 
 log = logging.getLogger(__name__)
 

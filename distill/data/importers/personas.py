@@ -17,8 +17,8 @@ from distill.data.importers.common import (
     missing_columns_error,
 )
 from distill.data.layout import personas_manifest, split_counts, write_personas
-from distill.schemas import PERSONAS
 from distill.data.splits import assign_splits
+from distill.schemas import PERSONAS
 
 
 def read_table_any(path: Path) -> pa.Table:
@@ -33,7 +33,8 @@ def read_table_any(path: Path) -> pa.Table:
         import pyarrow.csv as pacsv
 
         return pacsv.read_csv(
-            path, parse_options=pacsv.ParseOptions(delimiter="\t" if suffix == ".tsv" else ",", newlines_in_values=True),
+            path,
+            parse_options=pacsv.ParseOptions(delimiter="\t" if suffix == ".tsv" else ",", newlines_in_values=True),
             convert_options=pacsv.ConvertOptions(strings_can_be_null=False),
         )
     raise ValueError(f"{path}: personas must be .parquet, .jsonl/.ndjson/.json (JSON lines) or .csv")

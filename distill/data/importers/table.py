@@ -25,8 +25,8 @@ from distill.data.importers.common import (
     safe_rel,
     write_catalog,
 )
-from distill.schemas import SchemaError
 from distill.hashing import hash_key
+from distill.schemas import SchemaError
 
 # Known public layouts. Explicit arguments override a preset's values.
 LAYOUTS: dict[str, dict] = {
