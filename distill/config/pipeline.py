@@ -202,6 +202,13 @@ class TrainConfig(StrictModel):
     # the trunk's features once per run and train on them (same maths; ~100x the pairs/s on 2 CPUs).
     # Ignored when any trunk layer trains. See distill/train/trunk_cache.py.
     feature_cache: bool = True
+    # Remedies for a student that puts the same few items in everyone's top 10 (docs/training.md "Against
+    # hubness"); all off by default. drift_penalty: lambda of lambda * ||W - W0||^2 over the trainable image
+    # parameters, W0 = the base model's, added to the loss each step: keeps the caption alignment of the base.
+    drift_penalty: float = Field(0.0, ge=0.0)
+    # Subtract the mean train-persona text embedding from the persona embeddings the loss sees, so an image
+    # cannot win pairs for every persona by moving along the direction all personas share.
+    center_personas: bool = False
 
 
 class EvalConfig(StrictModel):

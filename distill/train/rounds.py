@@ -118,14 +118,24 @@ class RoundDriver:
 
         ctx = self.ctx
         drops = RowDrops()
-        table = group_rows(rows, ctx.text_emb, ctx.sampler_cfg.group_size, drops)
+        table = group_rows(rows, self._loss_text_emb(), ctx.sampler_cfg.group_size, drops)
         order = np.random.default_rng([ctx.tcfg.seed, round_idx]).permutation(table.num_rows)
         table = table.take(pa.array(order, pa.int64()))  # seeded shuffle: replayed groups mix with new ones
         dataset = self._training_dataset(table, drops)
         init = ctx.base_model if round_idx == 0 else ctx.paths.round_model(round_idx - 1)
         ckpt, metrics = fit_round(ctx.tcfg, round_idx, dataset, init, ctx.paths.checkpoints,
-                                  ctx.paths.trainer_run(round_idx))
+                                  ctx.paths.trainer_run(round_idx), anchor_model=ctx.base_model)
         return ckpt, metrics, drops.summary()
+
+    def _loss_text_emb(self) -> dict[str, np.ndarray]:
+        """The persona embeddings the loss sees: centred on the train personas' mean with
+        `train.center_personas`, else the frozen text tower's own."""
+        ctx = self.ctx
+        if not ctx.tcfg.center_personas:
+            return ctx.text_emb
+        from distill.train.data import center_persona_embeddings
+
+        return center_persona_embeddings(ctx.text_emb, ctx.persona_matrix("train")[0])
 
     def _training_dataset(self, table: pa.Table, drops):
         """Rows over cached trunk features when the trunk is frozen, else over decoded catalog images."""
