@@ -9,7 +9,7 @@ Each stage module owns its class's semantics; the classes live together so a who
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
 
@@ -209,6 +209,9 @@ class TrainConfig(StrictModel):
     # Subtract the mean train-persona text embedding from the persona embeddings the loss sees, so an image
     # cannot win pairs for every persona by moving along the direction all personas share.
     center_personas: bool = False
+    # WiSE-FT: each round exports (1 - a) * W0 + a * W1 of the trainable image parameters (W0 the base's), the a
+    # of this list with the best val agreement; training continues from W1. null = export W1 (docs/training.md).
+    wise_alpha: list[Annotated[float, Field(ge=0.0, le=1.0)]] | None = Field(None, min_length=1)
 
 
 class EvalConfig(StrictModel):
