@@ -212,6 +212,10 @@ class TrainConfig(StrictModel):
     # WiSE-FT: each round exports (1 - a) * W0 + a * W1 of the trainable image parameters (W0 the base's), the a
     # of this list with the best val agreement; training continues from W1. null = export W1 (docs/training.md).
     wise_alpha: list[Annotated[float, Field(ge=0.0, le=1.0)]] | None = Field(None, min_length=1)
+    # FLYP-style: add weight * the align stage's CLIP loss over caption_batch random (train image, title) pairs to
+    # every step, so the projection keeps its caption alignment; needs the feature cache (docs/training.md).
+    caption_loss_weight: float = Field(0.0, ge=0.0)
+    caption_batch: int = Field(64, ge=2)
 
 
 class EvalConfig(StrictModel):

@@ -33,6 +33,7 @@ from torch import nn
 from distill.config.types import Trainable
 from distill.losses import BradleyTerryLoss, pairwise_accuracy
 from distill.student import save_student
+from distill.train.captions import CaptionPairs, CaptionSampler
 from distill.train.model import RankingModel, anchor_parameters, load_student_for_training
 
 if TYPE_CHECKING:
@@ -70,8 +71,9 @@ def train_step(model: nn.Module, optimizer, batch: dict, grad_clip: float, autoc
     """One optimizer step on a batch {pixels [B,M,3,S,S] or features [B,M,F], text_emb [B,D]}
     (teacher order in M)."""
     optimizer.zero_grad(set_to_none=True)
+    captions = (batch["caption_features"], batch["caption_text"]) if "caption_features" in batch else ()
     with autocast():
-        loss, scores = model(batch_images(batch), batch["text_emb"])
+        loss, scores = model(batch_images(batch), batch["text_emb"], *captions)
     if scaler is not None:
         scaler.scale(loss).backward()
         scaler.unscale_(optimizer)
@@ -128,12 +130,19 @@ class LoopConfig(BaseModel):
     inputs: Literal["pixels", "features"] = "pixels"  # the dataset column holding the images
     drift_penalty: float = 0.0  # TrainConfig.drift_penalty
     anchor_model: str | None = None  # W0 of the drift penalty: the base model's directory
+    caption_loss_weight: float = 0.0  # TrainConfig.caption_loss_weight
+    caption_batch: int = 0  # TrainConfig.caption_batch
+    caption_pairs: str | None = None  # captions.CaptionPairs: the pairs' file and the loss's temperature
+    caption_temperature: float = 0.05
 
     @classmethod
     def for_round(cls, tcfg: TrainConfig, round_idx: int, init_model: str | Path, n_rows: int, num_workers: int,
                   inputs: str = "pixels", epochs: int | None = None,
-                  anchor_model: str | Path | None = None) -> LoopConfig:
+                  anchor_model: str | Path | None = None, captions: CaptionPairs | None = None) -> LoopConfig:
         epochs = epochs or tcfg.epochs_per_round
+        captions = captions if tcfg.caption_loss_weight > 0 else None
+        if tcfg.caption_loss_weight > 0 and captions is None:
+            raise ValueError("train.caption_loss_weight > 0 needs the run's caption pairs")
         steps_per_epoch = max(1, math.ceil((n_rows // num_workers) / tcfg.batch_groups))
         return cls(
             round=round_idx, init_model=str(Path(init_model).resolve()), epochs=epochs,
@@ -142,7 +151,10 @@ class LoopConfig(BaseModel):
             weight_decay=tcfg.weight_decay, grad_clip=tcfg.grad_clip, tau=tcfg.tau, learn_tau=tcfg.learn_tau,
             amp=tcfg.amp and tcfg.use_gpu, seed=tcfg.seed + round_idx, trainable=tcfg.trainable,
             torch_threads=max(1, int(tcfg.cpus_per_worker)), inputs=inputs, drift_penalty=tcfg.drift_penalty,
-            anchor_model=str(Path(anchor_model or init_model).resolve()) if tcfg.drift_penalty > 0 else None)
+            anchor_model=str(Path(anchor_model or init_model).resolve()) if tcfg.drift_penalty > 0 else None,
+            caption_loss_weight=tcfg.caption_loss_weight, caption_batch=tcfg.caption_batch,
+            caption_pairs=captions.path if captions else None,
+            caption_temperature=captions.temperature if captions else 0.05)
 
     def to_ray(self) -> dict:
         """Ray Train's `train_loop_config` must be a dict: the worker validates it back."""
@@ -202,7 +214,7 @@ def _prepare(cfg: LoopConfig) -> WorkerRun:
     # Frozen BN statistics are identical on every rank: no need to broadcast buffers each step.
     anchor = anchor_parameters(cfg.anchor_model, cfg.trainable) if cfg.drift_penalty > 0 else None
     model = ray.train.torch.prepare_model(
-        RankingModel(student, loss, anchor, cfg.drift_penalty),
+        RankingModel(student, loss, anchor, cfg.drift_penalty, cfg.caption_loss_weight, cfg.caption_temperature),
         parallel_strategy_kwargs={"forward_sync_buffers": not student.spec.freeze_bn_stats})
     optimizer, scheduler = build_optimizer(model, cfg)
     autocast, scaler = amp_context(device, cfg.amp)
@@ -278,7 +290,10 @@ def _train_epoch(run: WorkerRun, shard, cfg: LoopConfig, epoch: int) -> dict:
     first_loss = None
     batches = shard.iter_torch_batches(batch_size=cfg.batch_groups, device=run.device,
                                        dtypes={cfg.inputs: torch.float32, "text_emb": torch.float32})
+    captions = (CaptionSampler(cfg.caption_pairs, cfg.caption_batch, run.device, cfg.seed, epoch, run.rank)
+                if cfg.caption_loss_weight > 0 else None)
     for batch in batches:
+        batch = {**batch, **captions.sample()} if captions is not None else batch
         result = train_step(run.model, run.optimizer, batch, cfg.grad_clip, run.autocast, run.scaler)
         run.scheduler.step()
         first_loss = result.loss if first_loss is None else first_loss
@@ -315,14 +330,15 @@ def completed_checkpoint(run_dir: Path, epochs: int):
 
 def fit_round(tcfg: TrainConfig, round_idx: int, dataset, init_model: str | Path, storage_path: str | Path,
               run_name: str, num_workers: int | None = None, epochs: int | None = None,
-              anchor_model: str | Path | None = None) -> tuple[Path, dict]:
+              anchor_model: str | Path | None = None, captions: CaptionPairs | None = None) -> tuple[Path, dict]:
     """Train one round with TorchTrainer; returns (local checkpoint dir, rank-0 metrics of the last epoch).
-    `anchor_model`: W0 of `train.drift_penalty` (the base; default the round's init model)."""
+    `anchor_model`: W0 of `train.drift_penalty` (the base; default the round's init model); `captions`: the
+    pairs of `train.caption_loss_weight`."""
     num_workers = num_workers or tcfg.num_workers
     storage_path = Path(storage_path).resolve()
     inputs = "features" if "features" in dataset.schema().names else "pixels"
     cfg = LoopConfig.for_round(tcfg, round_idx, init_model, dataset.count(), num_workers, inputs, epochs,
-                               anchor_model)
+                               anchor_model, captions)
     done = completed_checkpoint(storage_path / run_name, cfg.epochs)
     if done is not None:
         log.info("round %d: reusing the completed checkpoint in %s", round_idx, storage_path / run_name)

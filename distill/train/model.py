@@ -10,7 +10,7 @@ from torch import nn
 
 from distill.config.student import StudentSpec
 from distill.config.types import Trainable
-from distill.losses import BradleyTerryLoss, group_scores
+from distill.losses import BradleyTerryLoss, clip_loss, group_scores
 from distill.student import Student, build_student, read_manifest
 
 
@@ -21,14 +21,19 @@ class RankingModel(nn.Module):
     parameters) the loss adds drift_penalty * sum ||W - W0||^2: the projection may learn the teacher's
     rankings but is pulled back towards the base's caption alignment. Inside forward, so DDP syncs its
     gradient like the loss's. drift_penalty 0 computes nothing extra: the step is today's, bit for bit.
+
+    With `caption_weight` > 0 and a caption batch (trunk features [C,F], title embeddings [C,D]; see
+    captions.py) the loss adds caption_weight * clip_loss over those pairs: the align stage's objective,
+    so the projection keeps its caption alignment. Also inside forward for DDP; weight 0 ignores the batch.
     """
 
     def __init__(self, student: Student, loss: BradleyTerryLoss, anchor: dict[str, torch.Tensor] | None = None,
-                 drift_penalty: float = 0.0):
+                 drift_penalty: float = 0.0, caption_weight: float = 0.0, caption_temperature: float = 0.05):
         super().__init__()
         self.student = student
         self.loss = loss
         self.drift_penalty = float(drift_penalty)
+        self.caption_weight, self.caption_temperature = float(caption_weight), float(caption_temperature)
         self._anchored: list[str] = []
         if self.drift_penalty > 0:
             if not anchor:
@@ -46,7 +51,8 @@ class RankingModel(nn.Module):
         return sum(((params[n].float() - getattr(self, f"anchor_{i}").float()) ** 2).sum()
                    for i, n in enumerate(self._anchored))
 
-    def forward(self, images: torch.Tensor, text_emb: torch.Tensor):
+    def forward(self, images: torch.Tensor, text_emb: torch.Tensor, caption_features: torch.Tensor | None = None,
+                caption_text: torch.Tensor | None = None):
         """images: pixels [B,M,3,S,S], or cached trunk features [B,M,F] when the trunk is frozen."""
         groups, size = images.shape[:2]
         flat = images.flatten(0, 1)
@@ -56,7 +62,13 @@ class RankingModel(nn.Module):
         loss = self.loss(scores)
         if self.drift_penalty > 0:
             loss = loss + self.drift_penalty * self.drift()
+        if self.caption_weight > 0 and caption_features is not None:
+            loss = loss + self.caption_weight * self.caption_loss(caption_features, caption_text)
         return loss, scores
+
+    def caption_loss(self, features: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+        """CLIP's InfoNCE of (trunk features, title embedding) pairs under the current projection."""
+        return clip_loss(self.student.project_features(features).float(), text.float(), self.caption_temperature)
 
 
 def anchor_parameters(model_dir: str | Path, trainable: Trainable | None) -> dict[str, torch.Tensor]:

@@ -131,8 +131,13 @@ class RoundDriver:
         table = table.take(pa.array(order, pa.int64()))  # seeded shuffle: replayed groups mix with new ones
         dataset = self._training_dataset(table, drops)
         init = ctx.base_model if round_idx == 0 else ctx.paths.round_model(round_idx - 1)
+        captions = None
+        if ctx.tcfg.caption_loss_weight > 0:
+            from distill.train.captions import write_caption_pairs
+
+            captions = write_caption_pairs(ctx)
         ckpt, metrics = fit_round(ctx.tcfg, round_idx, dataset, init, ctx.paths.checkpoints,
-                                  ctx.paths.trainer_run(round_idx), anchor_model=ctx.base_model)
+                                  ctx.paths.trainer_run(round_idx), anchor_model=ctx.base_model, captions=captions)
         return ckpt, metrics, drops.summary()
 
     def _loss_text_emb(self) -> dict[str, np.ndarray]:
