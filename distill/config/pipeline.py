@@ -9,7 +9,7 @@ Each stage module owns its class's semantics; the classes live together so a who
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
 
@@ -202,6 +202,20 @@ class TrainConfig(StrictModel):
     # the trunk's features once per run and train on them (same maths; ~100x the pairs/s on 2 CPUs).
     # Ignored when any trunk layer trains. See distill/train/trunk_cache.py.
     feature_cache: bool = True
+    # Remedies for a student that puts the same few items in everyone's top 10 (docs/training.md "Against
+    # hubness"); all off by default. drift_penalty: lambda of lambda * ||W - W0||^2 over the trainable image
+    # parameters, W0 = the base model's, added to the loss each step: keeps the caption alignment of the base.
+    drift_penalty: float = Field(0.0, ge=0.0)
+    # Subtract the mean train-persona text embedding from the persona embeddings the loss sees, so an image
+    # cannot win pairs for every persona by moving along the direction all personas share.
+    center_personas: bool = False
+    # WiSE-FT: each round exports (1 - a) * W0 + a * W1 of the trainable image parameters (W0 the base's), the a
+    # of this list with the best val agreement; training continues from W1. null = export W1 (docs/training.md).
+    wise_alpha: list[Annotated[float, Field(ge=0.0, le=1.0)]] | None = Field(None, min_length=1)
+    # FLYP-style: add weight * the align stage's CLIP loss over caption_batch random (train image, title) pairs to
+    # every step, so the projection keeps its caption alignment; needs the feature cache (docs/training.md).
+    caption_loss_weight: float = Field(0.0, ge=0.0)
+    caption_batch: int = Field(64, ge=2)
 
 
 class EvalConfig(StrictModel):

@@ -7,7 +7,8 @@
 Modules: `run` (the stage), `tournament` (knockouts judged by the teacher), `baselines` (the models and
 baselines scored), `metrics` (MPR, hit rates, NDCG), `full_ranking` (the teacher's scores of the whole pool,
 for NDCG@10), `stats` (bootstrap intervals over personas, paired differences, multi-seed summaries),
-`intervals` (their report table and per_persona.parquet), `report` (report.md, results.jsonl, plots);
+`intervals` (their report table and per_persona.parquet), `hubness` (how shared the top 10s are),
+`report` (report.md, results.jsonl, plots);
 held-out queries beyond a persona: `conversations` (personas told over 2-4 turns, LaViC), `composed` (reference +
 modification -> target pairs, MVFT-JI), `teacher_cache` (re-rank answers kept in the label store),
 `query_sections` / `query_tables` (their report sections and artifacts).

@@ -21,6 +21,7 @@ matplotlib.use("Agg")  # files only; never needs a display
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from distill.evaluation.hubness import flat_hubness, hubness_table  # noqa: E402
 from distill.evaluation.intervals import (  # noqa: E402
     attach_intervals,
     flat_intervals,
@@ -48,6 +49,7 @@ class ModelResult:
     missing_items: int = 0
     ndcg: dict[str, float] = field(default_factory=dict)  # persona_id -> full-ranking NDCG@k (%), when computed
     intervals: dict[str, Interval] = field(default_factory=dict)  # "mpr", "delta_mpr", "ndcg10", ... (attach_intervals)
+    hubness: dict = field(default_factory=dict)  # distinct items / most shared item over the top 10s (hubness.py)
 
     @property
     def label(self) -> str:
@@ -89,6 +91,7 @@ class ReportData:
     seed: int = 0
     sections: list[str] = field(default_factory=list)  # extra markdown sections (the held-out query sections)
     section_results: list[dict] = field(default_factory=list)  # their results.jsonl lines
+    teacher_hubness: dict = field(default_factory=dict)  # the same over the teacher's own top 10s (full scores)
 
     @property
     def ndcg_key(self) -> str:
@@ -202,6 +205,7 @@ def render_markdown(data: ReportData, pngs: list[str]) -> str:
         + (f" {data.ndcg_key}: NDCG@{data.full_ndcg_k} of the whole pool against the teacher's full ranking."
            if any(m.ndcg for m in data.models) else ""),
         "",
+        *hubness_lines(data),
         *[f"{section}\n" for section in data.sections],
         "## Teacher calls",
         "",
@@ -214,6 +218,18 @@ def render_markdown(data: ReportData, pngs: list[str]) -> str:
     return "\n".join(parts) + "\n"
 
 
+def hubness_lines(data: ReportData) -> list[str]:
+    """The hubness section: the teacher's own top 10s first (the reference), then every model."""
+    rows = [("Teacher (full scores)", data.teacher_hubness)] + [(m.label, m.hubness) for m in data.ordered_models()]
+    if not any(h for _, h in rows):
+        return []
+    note = ("Hubness: how varied the models' top 10s are across personas. A model that puts the same few items "
+            "in nearly everyone's top 10 can keep a good MPR while recommending the same thing to everybody.")
+    if not data.teacher_hubness:
+        note += " The teacher's row needs its full scores of the pool (not computed in this run)."
+    return ["## Hubness: the same items in every top 10?", "", hubness_table(rows), "", note, ""]
+
+
 def write_results_jsonl(data: ReportData, path: Path) -> Path:
     common = {"persona_set": data.persona_set, "catalog": data.catalog, "split": data.split,
               "variant": data.variant, "teacher": data.teacher, "pool_size": data.pool_size}
@@ -224,7 +240,7 @@ def write_results_jsonl(data: ReportData, path: Path) -> Path:
                       "train_teacher_groups": m.train.get("teacher_groups"),
                       "train_teacher_calls": m.train.get("teacher_calls"),
                       "train_best_round": m.train.get("best_round"),
-                      "missing_items": m.missing_items, **flat_intervals(m),
+                      "missing_items": m.missing_items, **flat_intervals(m), **flat_hubness(m.hubness),
                       "ci_level": data.ci_level, "bootstrap": data.bootstrap, "delta_vs": data.delta_vs})
     for variant, t in data.tournaments.items():
         lines.append({"type": "tournament", **common, **t, "variant": variant})
@@ -232,6 +248,8 @@ def write_results_jsonl(data: ReportData, path: Path) -> Path:
         lines.append({"type": "agreement", **common, **data.agreement})
     if data.full_ranking:
         lines.append({"type": "full_ranking", **common, **data.full_ranking})
+    if data.teacher_hubness:
+        lines.append({"type": "hubness", "model": "teacher", **common, **flat_hubness(data.teacher_hubness)})
     for sampler, points in data.curves.items():
         lines += [{"type": "curve", "sampler": sampler, **common, **asdict(p)} for p in points]
     lines += [{**common, **line} for line in data.section_results]

@@ -33,6 +33,7 @@ from distill.evaluation.baselines import (
     try_load,
 )
 from distill.evaluation.full_ranking import TeacherScores, teacher_full_scores, winner_agreement_with_scores
+from distill.evaluation.hubness import score_hubness
 from distill.evaluation.metrics import full_ndcg, group_metrics, winner_metrics, winner_percentiles
 from distill.evaluation.query_sections import run_query_sections
 from distill.evaluation.report import CurvePoint, ModelResult, ReportData, write_report
@@ -179,7 +180,7 @@ def evaluate_model(entry: ModelEntry, persona_ids, persona_texts, pool, winners:
         percentiles=dict(zip(persona_ids, winner_percentiles(matrix, winner_idx).tolist())),
         top5={p: [pool[j] for j in top[r]] for r, p in enumerate(persona_ids)},
         train=read_train_summary(entry.train_dir) if entry.train_dir else {},
-        missing_items=len(getattr(entry.scorer, "missing", ())), ndcg=ndcg,
+        missing_items=len(getattr(entry.scorer, "missing", ())), ndcg=ndcg, hubness=score_hubness(matrix, pool),
     )
 
 
@@ -353,6 +354,7 @@ def run_evaluation(cfg: PipelineConfig, *, progress: bool = True) -> EvalOutcome
         full_ranking=full_ranking_summary(full, pool, persona_ids, truth.winners, ev.full_ndcg_k),
         full_ndcg_k=ev.full_ndcg_k, bootstrap=ev.bootstrap, ci_level=ev.ci_level, delta_vs=ev.delta_vs, seed=ev.seed,
         sections=queries.markdown, section_results=queries.results,
+        teacher_hubness=score_hubness(full.scores, pool) if full.ok else {},
     )
     files += write_report(data, out_dir)
     log.info(f"report: {out_dir / 'report.md'}")

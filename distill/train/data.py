@@ -63,6 +63,25 @@ def persona_text_embeddings(student, personas: pa.Table, persona_ids=None) -> di
     return dict(zip(ids, emb))
 
 
+def center_persona_embeddings(text_emb: dict[str, np.ndarray], train_ids) -> dict[str, np.ndarray]:
+    """Every persona's unit embedding minus the mean unit embedding of `train_ids` (the train personas).
+
+    The loss scores a pair by t.(e_i - e_j); persona embeddings share a large common component m, so an image
+    moved along m gains on nearly every persona's pairs. With t - m the common part is gone, and that move
+    gains nothing on average over the train personas. Used only for the loss: retrieval keeps the plain t.
+    """
+    ids = [p for p in train_ids if p in text_emb]
+    if not ids:
+        raise ValueError("center_personas: no train persona has a text embedding")
+
+    def unit(v: np.ndarray) -> np.ndarray:
+        v = np.asarray(v, dtype=np.float64)
+        return v / max(float(np.linalg.norm(v)), 1e-12)
+
+    mean = np.mean([unit(text_emb[p]) for p in ids], axis=0)
+    return {p: (unit(v) - mean).astype(np.float32) for p, v in text_emb.items()}
+
+
 # ---- labelled groups -> rows (driver side, small columns only) ------------------------------------
 def group_rows(labels: pa.Table, text_emb: dict[str, np.ndarray], group_size: int,
                drops: RowDrops | None = None) -> pa.Table:

@@ -30,10 +30,11 @@ import torch
 from pydantic import BaseModel, ConfigDict
 from torch import nn
 
-from distill.config.student import StudentSpec
 from distill.config.types import Trainable
-from distill.losses import BradleyTerryLoss, group_scores, pairwise_accuracy
-from distill.student import Student, build_student, read_manifest, save_student
+from distill.losses import BradleyTerryLoss, pairwise_accuracy
+from distill.student import save_student
+from distill.train.captions import CaptionPairs, CaptionSampler
+from distill.train.model import RankingModel, anchor_parameters, load_student_for_training
 
 if TYPE_CHECKING:
     from distill.config.pipeline import TrainConfig
@@ -44,54 +45,7 @@ PROGRESS_EVERY_S = 10.0
 TRAIN_STATE_FILE = "train_state.pt"
 
 
-# ---- the model and one optimizer step (shared by the Ray Train loop and the benchmarks) ----------
-class RankingModel(nn.Module):
-    """Student + Bradley-Terry loss in one module, so DDP also syncs a learnable tau's gradient."""
-
-    def __init__(self, student: Student, loss: BradleyTerryLoss):
-        super().__init__()
-        self.student = student
-        self.loss = loss
-
-    def forward(self, images: torch.Tensor, text_emb: torch.Tensor):
-        """images: pixels [B,M,3,S,S], or cached trunk features [B,M,F] when the trunk is frozen."""
-        groups, size = images.shape[:2]
-        flat = images.flatten(0, 1)
-        embed = self.student.project_features if images.dim() == 3 else self.student
-        image_emb = embed(flat).view(groups, size, -1)
-        scores = group_scores(text_emb, image_emb.float())
-        return self.loss(scores), scores
-
-
-def load_student_for_training(model_dir: str | Path, trainable: Trainable | None = None) -> Student:
-    """A saved student; `trainable` (`TrainConfig.trainable`) overrides its spec's own for this run, None keeps it."""
-    from safetensors.torch import load_file
-
-    manifest = read_manifest(model_dir)
-    spec = dict(manifest["spec"])
-    if trainable is not None:
-        spec["trainable"] = trainable
-    student = build_student(StudentSpec.model_validate(spec))
-    student.model.visual.load_state_dict(load_file(str(Path(model_dir) / "visual.safetensors")), strict=True)
-    if trainable is not None and trainable != manifest["spec"].get("trainable"):
-        _check_forward(student, model_dir)
-    return student
-
-
-def _check_forward(student: Student, model_dir) -> None:
-    # open_clip's lock_image_tower(freeze_bn_stats=True) swaps timm's BatchNormAct2d for FrozenBatchNorm2d;
-    # on the offline EfficientNet that yields all-zero embeddings. Fail loudly instead of training on zeros.
-    size = student.spec.image_size
-    was_training = student.training
-    student.eval()  # a fresh module is in train mode: BatchNorm would fold this noise into its running stats
-    with torch.no_grad():
-        norms = student.model.encode_image(torch.randn(2, 3, size, size)).norm(dim=-1)
-    student.train(was_training)
-    if not bool((norms > 0).all()):
-        raise ValueError(f"{model_dir}: with train.trainable={student.spec.trainable!r} the image tower outputs "
-                         "zero vectors (open_clip partial locking with frozen BN); use train.trainable=null")
-
-
+# ---- one optimizer step (shared by the Ray Train loop and the benchmarks) -----------------------
 def trainable_parameters(model: nn.Module) -> list[nn.Parameter]:
     return [p for p in model.parameters() if p.requires_grad]
 
@@ -117,8 +71,9 @@ def train_step(model: nn.Module, optimizer, batch: dict, grad_clip: float, autoc
     """One optimizer step on a batch {pixels [B,M,3,S,S] or features [B,M,F], text_emb [B,D]}
     (teacher order in M)."""
     optimizer.zero_grad(set_to_none=True)
+    captions = (batch["caption_features"], batch["caption_text"]) if "caption_features" in batch else ()
     with autocast():
-        loss, scores = model(batch_images(batch), batch["text_emb"])
+        loss, scores = model(batch_images(batch), batch["text_emb"], *captions)
     if scaler is not None:
         scaler.scale(loss).backward()
         scaler.unscale_(optimizer)
@@ -173,11 +128,21 @@ class LoopConfig(BaseModel):
     trainable: Trainable | None  # TrainConfig.trainable: None = the saved student's own
     torch_threads: int
     inputs: Literal["pixels", "features"] = "pixels"  # the dataset column holding the images
+    drift_penalty: float = 0.0  # TrainConfig.drift_penalty
+    anchor_model: str | None = None  # W0 of the drift penalty: the base model's directory
+    caption_loss_weight: float = 0.0  # TrainConfig.caption_loss_weight
+    caption_batch: int = 0  # TrainConfig.caption_batch
+    caption_pairs: str | None = None  # captions.CaptionPairs: the pairs' file and the loss's temperature
+    caption_temperature: float = 0.05
 
     @classmethod
     def for_round(cls, tcfg: TrainConfig, round_idx: int, init_model: str | Path, n_rows: int, num_workers: int,
-                  inputs: str = "pixels", epochs: int | None = None) -> LoopConfig:
+                  inputs: str = "pixels", epochs: int | None = None,
+                  anchor_model: str | Path | None = None, captions: CaptionPairs | None = None) -> LoopConfig:
         epochs = epochs or tcfg.epochs_per_round
+        captions = captions if tcfg.caption_loss_weight > 0 else None
+        if tcfg.caption_loss_weight > 0 and captions is None:
+            raise ValueError("train.caption_loss_weight > 0 needs the run's caption pairs")
         steps_per_epoch = max(1, math.ceil((n_rows // num_workers) / tcfg.batch_groups))
         return cls(
             round=round_idx, init_model=str(Path(init_model).resolve()), epochs=epochs,
@@ -185,7 +150,11 @@ class LoopConfig(BaseModel):
             lr=tcfg.lr * tcfg.lr_decay ** round_idx, lr_schedule=tcfg.lr_schedule, lr_min_ratio=tcfg.lr_min_ratio,
             weight_decay=tcfg.weight_decay, grad_clip=tcfg.grad_clip, tau=tcfg.tau, learn_tau=tcfg.learn_tau,
             amp=tcfg.amp and tcfg.use_gpu, seed=tcfg.seed + round_idx, trainable=tcfg.trainable,
-            torch_threads=max(1, int(tcfg.cpus_per_worker)), inputs=inputs)
+            torch_threads=max(1, int(tcfg.cpus_per_worker)), inputs=inputs, drift_penalty=tcfg.drift_penalty,
+            anchor_model=str(Path(anchor_model or init_model).resolve()) if tcfg.drift_penalty > 0 else None,
+            caption_loss_weight=tcfg.caption_loss_weight, caption_batch=tcfg.caption_batch,
+            caption_pairs=captions.path if captions else None,
+            caption_temperature=captions.temperature if captions else 0.05)
 
     def to_ray(self) -> dict:
         """Ray Train's `train_loop_config` must be a dict: the worker validates it back."""
@@ -243,8 +212,9 @@ def _prepare(cfg: LoopConfig) -> WorkerRun:
         loss.load_state_dict(state["loss"])
     device = ray.train.torch.get_device()
     # Frozen BN statistics are identical on every rank: no need to broadcast buffers each step.
+    anchor = anchor_parameters(cfg.anchor_model, cfg.trainable) if cfg.drift_penalty > 0 else None
     model = ray.train.torch.prepare_model(
-        RankingModel(student, loss),
+        RankingModel(student, loss, anchor, cfg.drift_penalty, cfg.caption_loss_weight, cfg.caption_temperature),
         parallel_strategy_kwargs={"forward_sync_buffers": not student.spec.freeze_bn_stats})
     optimizer, scheduler = build_optimizer(model, cfg)
     autocast, scaler = amp_context(device, cfg.amp)
@@ -320,7 +290,10 @@ def _train_epoch(run: WorkerRun, shard, cfg: LoopConfig, epoch: int) -> dict:
     first_loss = None
     batches = shard.iter_torch_batches(batch_size=cfg.batch_groups, device=run.device,
                                        dtypes={cfg.inputs: torch.float32, "text_emb": torch.float32})
+    captions = (CaptionSampler(cfg.caption_pairs, cfg.caption_batch, run.device, cfg.seed, epoch, run.rank)
+                if cfg.caption_loss_weight > 0 else None)
     for batch in batches:
+        batch = {**batch, **captions.sample()} if captions is not None else batch
         result = train_step(run.model, run.optimizer, batch, cfg.grad_clip, run.autocast, run.scaler)
         run.scheduler.step()
         first_loss = result.loss if first_loss is None else first_loss
@@ -356,12 +329,16 @@ def completed_checkpoint(run_dir: Path, epochs: int):
 
 
 def fit_round(tcfg: TrainConfig, round_idx: int, dataset, init_model: str | Path, storage_path: str | Path,
-              run_name: str, num_workers: int | None = None, epochs: int | None = None) -> tuple[Path, dict]:
-    """Train one round with TorchTrainer; returns (local checkpoint dir, rank-0 metrics of the last epoch)."""
+              run_name: str, num_workers: int | None = None, epochs: int | None = None,
+              anchor_model: str | Path | None = None, captions: CaptionPairs | None = None) -> tuple[Path, dict]:
+    """Train one round with TorchTrainer; returns (local checkpoint dir, rank-0 metrics of the last epoch).
+    `anchor_model`: W0 of `train.drift_penalty` (the base; default the round's init model); `captions`: the
+    pairs of `train.caption_loss_weight`."""
     num_workers = num_workers or tcfg.num_workers
     storage_path = Path(storage_path).resolve()
     inputs = "features" if "features" in dataset.schema().names else "pixels"
-    cfg = LoopConfig.for_round(tcfg, round_idx, init_model, dataset.count(), num_workers, inputs, epochs)
+    cfg = LoopConfig.for_round(tcfg, round_idx, init_model, dataset.count(), num_workers, inputs, epochs,
+                               anchor_model, captions)
     done = completed_checkpoint(storage_path / run_name, cfg.epochs)
     if done is not None:
         log.info("round %d: reusing the completed checkpoint in %s", round_idx, storage_path / run_name)

@@ -80,13 +80,18 @@ class RunRecord:
         return improved
 
     def record_round(self, round_idx: int, model_dir: Path, per_group: np.ndarray, metrics: dict, drops: dict,
-                     sizes: dict, timing: dict, diagnostics: dict | None = None) -> dict:
-        """Early-stopping bookkeeping and the round's results.jsonl line (appended to the history)."""
+                     sizes: dict, timing: dict, diagnostics: dict | None = None, wise: dict | None = None) -> dict:
+        """Early-stopping bookkeeping and the round's results.jsonl line (appended to the history).
+
+        `model_dir` and `per_group` are the round's export candidate; with `train.wise_alpha` that is the
+        chosen interpolation, and `wise` (wise.py) its sweep, whose `trained_val_agreement` (W1's) is what
+        the train-val gap compares with: the diagnostics measure W1, the weights the next round trains on."""
         state, tcfg = self.ctx.state, self.ctx.tcfg
         val = float(np.nanmean(per_group))
+        wise = wise or {}
         diagnostics = dict(diagnostics or {})
         if diagnostics.get("train_agreement") is not None:
-            diagnostics["train_val_gap"] = diagnostics["train_agreement"] - val
+            diagnostics["train_val_gap"] = diagnostics["train_agreement"] - wise.get("trained_val_agreement", val)
         improved = self._track_best(round_idx, model_dir, val)
         record = {
             "round": round_idx, **sizes, "teacher_calls": state.teacher_calls, "dropped": drops,
@@ -94,7 +99,7 @@ class RunRecord:
             "val_agreement": val, **gain_over_base(per_group, self.heldout.base_group_agreement, tcfg.seed),
             "best": improved, "lr": metrics.get("lr"), "tau": metrics.get("tau"),
             "pairs_per_s": metrics.get("pairs_per_s"), "epoch_seconds": metrics.get("epoch_seconds"),
-            **diagnostics, **timing,
+            **wise, **diagnostics, **timing,
         }
         state.history.append(record)
         state.rounds_done = round_idx

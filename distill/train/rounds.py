@@ -7,7 +7,8 @@ train split with the new image tower, draw new groups with the configured sample
 
 The driver only sequences a round; its collaborators share one RunContext (context.py):
 GroupDraws (draws.py) draws and labels groups, HeldOut (heldout.py) scores models on the val groups,
-RunRecord (record.py) exports models and writes each round's record.
+RunRecord (record.py) exports models and writes each round's record; WiseSweep (wise.py) picks the
+round's export among interpolations with the base when `train.wise_alpha` is set.
 
 Resume (docs/training.md): `state.json` says which rounds are recorded; a round's groups are drawn
 once (`groups/round-XX.drawn.parquet`) and final only once labelled completely
@@ -36,6 +37,7 @@ from distill.train.heldout import HeldOut
 from distill.train.loop import fit_round
 from distill.train.record import RunRecord
 from distill.train.state import RunPaths, RunState, run_paths
+from distill.train.wise import WiseSweep
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -50,6 +52,7 @@ class RoundDriver:
         self.draws = GroupDraws(self.ctx)
         self.heldout = HeldOut(self.ctx, self.draws)
         self.record = RunRecord(self.ctx, self.heldout)
+        self.wise = WiseSweep(self.ctx, self.heldout)
 
     @property
     def paths(self) -> RunPaths:
@@ -96,12 +99,17 @@ class RoundDriver:
         per_group = _timed(phases, "val", lambda: self.heldout.val_group_agreement(model_dir, val_labels))
         diagnostics = _timed(phases, "diagnostics",
                              lambda: self.record.round_diagnostics(model_dir, new, earlier, rows))
+        export, wise = model_dir, {}
+        if self.ctx.tcfg.wise_alpha:  # the round exports an interpolation with the base; training keeps W1
+            choice = _timed(phases, "wise", lambda: self.wise.choose(round_idx, model_dir, per_group, val_labels))
+            export, per_group, wise = choice.model_dir, choice.per_group, choice.record
         sizes = {"new_groups": new.num_rows, "replayed_groups": replayed.num_rows,
                  "train_groups": metrics.get("groups"),
                  "groups_seen": earlier.num_rows + new.num_rows,
                  "teacher_groups": earlier.num_rows + new.num_rows + self.state.val_groups}
         timing = {"phase_seconds": {k: round(v, 1) for k, v in phases.items()}, "seconds": round(time.time() - t0, 1)}
-        record = self.record.record_round(round_idx, model_dir, per_group, metrics, drops, sizes, timing, diagnostics)
+        record = self.record.record_round(round_idx, export, per_group, metrics, drops, sizes, timing, diagnostics,
+                                          wise)
         self.state.save(self.paths)
         self.record.log_round(record)
         return self.state.stopped is None
@@ -118,14 +126,29 @@ class RoundDriver:
 
         ctx = self.ctx
         drops = RowDrops()
-        table = group_rows(rows, ctx.text_emb, ctx.sampler_cfg.group_size, drops)
+        table = group_rows(rows, self._loss_text_emb(), ctx.sampler_cfg.group_size, drops)
         order = np.random.default_rng([ctx.tcfg.seed, round_idx]).permutation(table.num_rows)
         table = table.take(pa.array(order, pa.int64()))  # seeded shuffle: replayed groups mix with new ones
         dataset = self._training_dataset(table, drops)
         init = ctx.base_model if round_idx == 0 else ctx.paths.round_model(round_idx - 1)
+        captions = None
+        if ctx.tcfg.caption_loss_weight > 0:
+            from distill.train.captions import write_caption_pairs
+
+            captions = write_caption_pairs(ctx)
         ckpt, metrics = fit_round(ctx.tcfg, round_idx, dataset, init, ctx.paths.checkpoints,
-                                  ctx.paths.trainer_run(round_idx))
+                                  ctx.paths.trainer_run(round_idx), anchor_model=ctx.base_model, captions=captions)
         return ckpt, metrics, drops.summary()
+
+    def _loss_text_emb(self) -> dict[str, np.ndarray]:
+        """The persona embeddings the loss sees: centred on the train personas' mean with
+        `train.center_personas`, else the frozen text tower's own."""
+        ctx = self.ctx
+        if not ctx.tcfg.center_personas:
+            return ctx.text_emb
+        from distill.train.data import center_persona_embeddings
+
+        return center_persona_embeddings(ctx.text_emb, ctx.persona_matrix("train")[0])
 
     def _training_dataset(self, table: pa.Table, drops):
         """Rows over cached trunk features when the trunk is frozen, else over decoded catalog images."""

@@ -163,6 +163,11 @@ def test_real_cpu_teacher_evaluation_is_cached_on_rerun(tmp_path, ray_session, o
     assert "| Model | personas | MPR [95% CI]" in md
     per_persona = pq.read_table(tmp_path / "eval" / "per_persona.parquet")
     assert per_persona.num_rows == 3 * 2 and per_persona["ndcg10"].null_count == 0
+    # hubness over the top 10s (the pool has 8 items: each top 10 is the whole pool) for models and teacher
+    for m in second.models:
+        assert m.hubness["distinct"] == 8 and m.hubness["max_share"] == 100.0 and m.hubness["personas"] == 2
+    assert second.teacher_hubness["distinct"] == 8 and second.teacher_hubness["k"] == 10
+    assert "## Hubness: the same items in every top 10?" in md and "| Teacher (full scores) | 8 |" in md
 
 
 def test_personas_default_to_the_whole_split(tmp_path):
