@@ -95,7 +95,12 @@ def build_pool(cfg: PipelineConfig, name: str, concepts: tuple[set[str], set[str
     if name == YOUR_CATALOG:
         if ev.split == "train":
             raise ValueError("evaluate.split is train: the eval personas' pool would be the same catalog")
-        items, unreadable = tournament_pool(catalog, "train", ev.n_items, ev.seed)
+        # n_items null means "the whole eval split"; the train split is several times larger, so the pool
+        # takes the eval split's size instead: the same tournament cost and the same MPR resolution as new_kinds
+        from distill.data.layout import count_rows
+
+        size = ev.n_items if ev.n_items is not None else count_rows(catalog, ev.split)
+        items, unreadable = tournament_pool(catalog, "train", size, ev.seed)
         return Pool(name, "train", items, unreadable)
     known, new = concepts if concepts is not None else concept_split(catalog, ev.split)
     keep = known if name == KNOWN_KINDS else new

@@ -4,6 +4,7 @@ that cannot be played is skipped with its reason."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pyarrow as pa
@@ -117,3 +118,59 @@ def test_no_playable_row_is_an_error_with_the_reasons(tmp_path):
     make_personas(tmp_path / "personas", TEXTS)
     with pytest.raises(ValueError, match="known_kinds: no 'test' item"):
         run_evaluation(config(tmp_path, rows=["known_kinds"]), progress=False)
+
+
+# The single-row stage's numbers on this world (tests/evaluation/test_tournament.py's world and config),
+# recorded from the code before the rows existed: `rows: [new_kinds]` must give them back.
+SINGLE_ROW_WINNERS = {"p002": "item-008", "p005": "item-017"}
+SINGLE_ROW = {  # model -> (per-persona winner percentiles, per-persona NDCG@10, NDCG@5 in teacher groups)
+    "base": ({"p002": 71.42857142857143, "p005": 100.0}, {"p002": 92.76213645935059, "p005": 97.89493680000305},
+             89.69119787216187),
+    "text": ({"p002": 100.0, "p005": 100.0}, {"p002": 99.84145760536194, "p005": 99.84145760536194},
+             99.68854188919067),
+    "random": ({"p002": 28.571428571428573, "p005": 28.571428571428573},
+               {"p002": 85.93840599060059, "p005": 88.21839094161987}, 74.73083734512329),
+}
+
+
+@pytest.mark.slow
+def test_new_kinds_alone_reproduces_the_single_row_numbers(tmp_path, ray_session, offline_student):
+    from distill.evaluation import run_evaluation
+    from distill.student import save_student
+
+    make_catalog(tmp_path / "catalog", n=24)
+    make_personas(tmp_path / "personas", TEXTS)
+    save_student(offline_student, tmp_path / "models" / "base")
+    outcome = run_evaluation(config(tmp_path, rows=["new_kinds"]), progress=False)
+    assert list(outcome.rows) == ["new_kinds"] and outcome.skipped_rows == {}
+    report = outcome.report
+    assert report.winners == SINGLE_ROW_WINNERS and report.pool_size == 8
+    for m in report.models:
+        percentiles, ndcg, group_ndcg = SINGLE_ROW[m.name]
+        assert m.percentiles == percentiles
+        assert m.ndcg == pytest.approx(ndcg, abs=1e-6) and m.metrics["ndcg@5"] == pytest.approx(group_ndcg, abs=1e-6)
+    assert {m.name for m in report.models} == set(SINGLE_ROW)
+
+    # the other writers: their own personas (read from their directory by the teacher) on pools A and C
+    make_other_personas(tmp_path / "personas-other", ["a sailor", "a painter", "a fan of red balls"])
+    outcome = run_evaluation(config(tmp_path, rows=["other_writers"]), progress=False)
+    assert list(outcome.rows) == ["other_writers:your_catalog", "other_writers:new_kinds"]
+    mine, new = outcome.rows["other_writers:your_catalog"], outcome.rows["other_writers:new_kinds"]
+    assert mine.persona_ids == new.persona_ids == ["o002"] and mine.split == "train" and new.split == "test"
+    assert mine.tournaments["pairwise"]["matches"] == 7 and mine.tournaments["pairwise"]["teacher_calls_sent"] == 7
+    lines = [json.loads(x) for x in (tmp_path / "eval" / "results.jsonl").read_text().splitlines()]
+    assert {x["row"] for x in lines if x["type"] == "model"} == set(outcome.rows)
+
+
+def test_your_catalog_pool_takes_the_eval_split_size_when_n_items_is_null(tmp_path):
+    catalog = make_catalog(tmp_path / "catalog", n=36)
+    table = pq.read_table(catalog / "items" / "part-00000.parquet")
+    # 4 val items become train: 16 train items against 12 test items
+    splits = ["train" if s == "val" and i < 12 else s
+              for i, s in enumerate(table["split"].to_pylist())]
+    pq.write_table(table.set_column(table.schema.get_field_index("split"), "split", pa.array(splits)),
+                   catalog / "items" / "part-00000.parquet")
+    make_personas(tmp_path / "personas", TEXTS)
+    rows, _ = plan_rows(config(tmp_path, rows=["your_catalog", "new_kinds"], n_items=None))
+    assert [len(r.pool.items) for r in rows] == [12, 12]
+    assert set(rows[0].pool.items) <= ids_by_split(catalog)["train"]
