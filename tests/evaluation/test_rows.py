@@ -121,11 +121,11 @@ def test_no_playable_row_is_an_error_with_the_reasons(tmp_path):
 
 
 # The single-row stage's numbers on this world (tests/evaluation/test_tournament.py's world and config),
-# recorded from the code before the rows existed: `rows: [new_kinds]` must give them back.
+# recorded from the code before the rows existed: `rows: [new_kinds]` must give them back. Only the
+# deterministic models: the base student's projection head is initialised unseeded (build_student), so
+# its numbers change from one test session to the next.
 SINGLE_ROW_WINNERS = {"p002": "item-008", "p005": "item-017"}
 SINGLE_ROW = {  # model -> (per-persona winner percentiles, per-persona NDCG@10, NDCG@5 in teacher groups)
-    "base": ({"p002": 71.42857142857143, "p005": 100.0}, {"p002": 92.76213645935059, "p005": 97.89493680000305},
-             89.69119787216187),
     "text": ({"p002": 100.0, "p005": 100.0}, {"p002": 99.84145760536194, "p005": 99.84145760536194},
              99.68854188919067),
     "random": ({"p002": 28.571428571428573, "p005": 28.571428571428573},
@@ -145,11 +145,11 @@ def test_new_kinds_alone_reproduces_the_single_row_numbers(tmp_path, ray_session
     assert list(outcome.rows) == ["new_kinds"] and outcome.skipped_rows == {}
     report = outcome.report
     assert report.winners == SINGLE_ROW_WINNERS and report.pool_size == 8
-    for m in report.models:
+    for m in (m for m in report.models if m.name in SINGLE_ROW):
         percentiles, ndcg, group_ndcg = SINGLE_ROW[m.name]
         assert m.percentiles == percentiles
         assert m.ndcg == pytest.approx(ndcg, abs=1e-6) and m.metrics["ndcg@5"] == pytest.approx(group_ndcg, abs=1e-6)
-    assert {m.name for m in report.models} == set(SINGLE_ROW)
+    assert {m.name for m in report.models} == {"base", *SINGLE_ROW}
 
     # the other writers: their own personas (read from their directory by the teacher) on pools A and C
     make_other_personas(tmp_path / "personas-other", ["a sailor", "a painter", "a fan of red balls"])
