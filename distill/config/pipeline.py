@@ -22,6 +22,7 @@ class PathsConfig(StrictModel):
     workdir: str = "runs/embedded"
     catalog: str = "{workdir}/world/catalog"  # a catalog directory (docs/artifacts.md)
     personas: str = "{workdir}/world/personas"
+    other_personas: str = "{workdir}/world/personas-other"  # a second writer's personas (evaluate row other_writers)
     base_model: str = "{workdir}/models/base"  # the caption-aligned (or pretrained) student
     labels: str = "{workdir}/labels"  # the label store (teacher answers, cached forever)
     train: str = "{workdir}/train"  # Ray Train storage: checkpoints, results.jsonl
@@ -222,6 +223,11 @@ class EvalConfig(StrictModel):
     """`ray_jobs/evaluate.py`: teacher knockout tournaments, MPR and baselines (docs/evaluation.md)."""
 
     split: Split = "test"
+    # The evaluation rows, in report order (docs/evaluation.md "Evaluation rows"): your_catalog (train items),
+    # known_kinds / new_kinds (eval items whose concept has / has no train drawing), other_writers (a second
+    # persona directory on the your_catalog and new_kinds pools). [new_kinds] alone is the original single row.
+    rows: list[Literal["your_catalog", "known_kinds", "new_kinds", "other_writers"]] = Field(
+        default_factory=lambda: ["your_catalog", "known_kinds", "new_kinds", "other_writers"], min_length=1)
     n_personas: int | None = Field(None, ge=1)  # the first n test personas by id (None: all of them; the paper: 50)
     n_items: int | None = None  # test images per tournament, a seeded subset (None: the whole split; paper 4096)
     variant: Literal["pairwise", "fiveway"] = "pairwise"  # the ground truth the metrics use
@@ -250,6 +256,11 @@ class EvalConfig(StrictModel):
     n_composed: int = Field(200, ge=1)  # composed queries (test-split (reference, target) pairs)
     # the w of w * composed + (1 - w) * description swept in the report
     joint_weights: list[float] = Field(default_factory=lambda: [0.0, 0.25, 0.5, 0.75, 1.0])
+
+    @field_validator("rows")
+    @classmethod
+    def _unique_rows(cls, rows: list[str]) -> list[str]:
+        return list(dict.fromkeys(rows))
 
     @field_validator("joint_weights")
     @classmethod

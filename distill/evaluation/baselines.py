@@ -90,8 +90,11 @@ class EmbeddingScorer(_FrozenTextTowerScorer):
     embed_options: dict = field(default_factory=dict)  # PipelineConfig.embed_options()
     embed_batch_size: int = 64
     missing: list[str] = field(default_factory=list)  # pool items the model could not embed
+    # further splits, embedded only when a pool holds items `split` lacks (the train-item evaluation row)
+    more_splits: tuple[str, ...] = ()
     _student: object = None
     _items: dict[str, np.ndarray] | None = None
+    _embedded: set[str] = field(default_factory=set)
 
     def load(self) -> "EmbeddingScorer":
         """Load the text tower now, so an unloadable model is skipped before any work (StudentLoadError)."""
@@ -105,10 +108,17 @@ class EmbeddingScorer(_FrozenTextTowerScorer):
         from distill.embedding.catalog import embed_catalog
 
         if self._items is None:
+            self._items = {}
+        for split in (self.split, *self.more_splits):
+            if split in self._embedded:
+                continue
+            if self._embedded and all(i in self._items for i in item_ids):
+                break
             model = self.model.model_dump(mode="json") if isinstance(self.model, StudentSpec) else self.model
-            res = embed_catalog(model, self.catalog_dir, self.split, batch_size=self.embed_batch_size,
+            res = embed_catalog(model, self.catalog_dir, split, batch_size=self.embed_batch_size,
                                 num_cpus=0.5, progress=True, student=self._student, **self.embed_options)
-            self._items = dict(zip(res.item_ids, res.embeddings))
+            self._items.update(zip(res.item_ids, res.embeddings))
+            self._embedded.add(split)
         dim = next(iter(self._items.values())).shape[0] if self._items else 1
         out = np.empty((len(item_ids), dim), dtype=np.float32)
         self.missing = [i for i in item_ids if i not in self._items]
@@ -127,6 +137,7 @@ class TextOnlyScorer(_FrozenTextTowerScorer):
     spec: StudentSpec
     catalog_dir: str
     split: str
+    more_splits: tuple[str, ...] = ()  # further splits whose items a pool may hold
     _student: object = None
 
     def load(self) -> "TextOnlyScorer":
@@ -140,13 +151,17 @@ class TextOnlyScorer(_FrozenTextTowerScorer):
         from distill.data.layout import read_catalog
 
         self.load()
-        table = read_catalog(self.catalog_dir, self.split, columns=["item_id", "title", "text"])
-        text_of = {i: f"{t}. {x}" if x else t for i, t, x in zip(
-            table["item_id"].to_pylist(), table["title"].to_pylist(), table["text"].to_pylist())}
+        text_of = {}
+        for split in (self.split, *self.more_splits):
+            table = read_catalog(self.catalog_dir, split, columns=["item_id", "title", "text"])
+            text_of.update({i: f"{t}. {x}" if x else t for i, t, x in zip(
+                table["item_id"].to_pylist(), table["title"].to_pylist(), table["text"].to_pylist())})
+            if all(i in text_of for i in item_ids):
+                break
         missing = [i for i in item_ids if i not in text_of]
         if missing:
-            raise KeyError(f"{len(missing)} pool item(s) not in catalog {self.catalog_dir} split "
-                           f"{self.split!r}, e.g. {missing[:3]}")
+            raise KeyError(f"{len(missing)} pool item(s) not in catalog {self.catalog_dir} split(s) "
+                           f"{[self.split, *self.more_splits]}, e.g. {missing[:3]}")
         from distill.retrieval.queries import encode_texts
 
         return encode_texts(self._student, [text_of[i] for i in item_ids])

@@ -95,20 +95,48 @@ def flat_intervals(m) -> dict:
     return {k: (None if isinstance(v, float) and np.isnan(v) else v) for k, v in out.items()}
 
 
-def write_per_persona(data, path: Path) -> Path:
-    """One row per (model, persona): persona_id, model, kind, winner, percentile, ndcg<k> (null when not
-    computed); what a later script resamples (distill.evaluation.stats.summarise_seeds)."""
-    rows = {"persona_id": [], "model": [], "kind": [], "winner": [], "percentile": [], data.ndcg_key: []}
-    for m in data.ordered_models():
-        for p in data.persona_ids:
-            value = m.ndcg.get(p)
-            rows["persona_id"].append(p)
-            rows["model"].append(m.name)
-            rows["kind"].append(m.kind)
-            rows["winner"].append(data.winners.get(p))
-            rows["percentile"].append(m.percentiles.get(p))
-            rows[data.ndcg_key].append(None if value is None or np.isnan(value) else float(value))
+def write_per_persona(datas: list, path: Path) -> Path:
+    """One row per (evaluation row, model, persona): persona_id, model, kind, winner, percentile, ndcg<k>
+    (null when not computed), row; what a later script resamples (distill.evaluation.stats.summarise_seeds)."""
+    key = datas[0].ndcg_key
+    rows = {"persona_id": [], "model": [], "kind": [], "winner": [], "percentile": [], key: [], "row": []}
+    for data in datas:
+        for m in data.ordered_models():
+            for p in data.persona_ids:
+                value = m.ndcg.get(p)
+                rows["persona_id"].append(p)
+                rows["model"].append(m.name)
+                rows["kind"].append(m.kind)
+                rows["winner"].append(data.winners.get(p))
+                rows["percentile"].append(m.percentiles.get(p))
+                rows[key].append(None if value is None or np.isnan(value) else float(value))
+                rows["row"].append(data.row)
     schema = pa.schema([("persona_id", pa.string()), ("model", pa.string()), ("kind", pa.string()),
-                        ("winner", pa.string()), ("percentile", pa.float64()), (data.ndcg_key, pa.float64())])
+                        ("winner", pa.string()), ("percentile", pa.float64()), (key, pa.float64()),
+                        ("row", pa.string())])
     pq.write_table(pa.table(rows, schema=schema), str(path))
     return path
+
+
+def rows_table(datas: list, titles: dict[str, str]) -> str:
+    """The headline: one line per (evaluation row, model) with MPR, its paired difference from the reference
+    model, NDCG and the hubness of the top 10s (distinct items / largest persona share of one item)."""
+    first = datas[0]
+    level = f"{100 * first.ci_level:g}% CI"
+    k, key = first.full_ndcg_k, first.ndcg_key
+    head = (f"| Row | pool | personas | Model | MPR [{level}] | Δ MPR vs {first.delta_vs} [paired {level}] | "
+            f"NDCG@{k} [{level}] | top-10 distinct items | top-10 max share (%) |")
+    lines = [head, "|---|---|---|---|---|---|---|---|---|"]
+    for data in datas:
+        for m in data.ordered_models():
+            iv = m.intervals
+
+            def cell(name, signed=False, iv=iv):
+                return iv[name].format(2, signed) if name in iv else "-"
+
+            delta = "(reference)" if m.name == data.delta_vs else cell("delta_mpr", True)
+            hub = m.hubness or {}
+            lines.append(f"| {titles.get(data.row, data.row)} | {data.pool_size} `{data.split}` | "
+                         f"{len(data.persona_ids)} | {m.label} | {cell('mpr')} | {delta} | {cell(key)} | "
+                         f"{_fmt(hub.get('distinct'))} | {_fmt(hub.get('max_share'), 1)} |")
+    return "\n".join(lines)

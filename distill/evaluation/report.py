@@ -92,6 +92,9 @@ class ReportData:
     sections: list[str] = field(default_factory=list)  # extra markdown sections (the held-out query sections)
     section_results: list[dict] = field(default_factory=list)  # their results.jsonl lines
     teacher_hubness: dict = field(default_factory=dict)  # the same over the teacher's own top 10s (full scores)
+    row: str = ""  # the evaluation row (distill.evaluation.rows) these numbers belong to
+    row_title: str = ""  # its name in the report
+    headline: list[str] = field(default_factory=list)  # markdown after the intro: the table of every row
 
     @property
     def ndcg_key(self) -> str:
@@ -101,15 +104,20 @@ class ReportData:
         return sorted(self.models, key=lambda m: (KIND_ORDER.get(m.kind, 9), m.name))
 
 
-def write_report(data: ReportData, out_dir: str | Path) -> list[Path]:
-    """Write report.md, results.jsonl and the PNGs into out_dir; return the paths written."""
+def write_report(data: ReportData, out_dir: str | Path, more_rows: list[ReportData] = ()) -> list[Path]:
+    """Write report.md, results.jsonl and the PNGs into out_dir; return the paths written. `data` is the
+    main row (plots, grids, every section); `more_rows` add their lines to results.jsonl and per_persona.parquet
+    (their table is in `data.headline`)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    attach_intervals(data)
+    for row in (data, *more_rows):
+        if not all(m.intervals for m in row.models):
+            attach_intervals(row)
     pngs = [plot_mpr_vs_calls(data, out / "mpr_vs_teacher_calls.png"),
             plot_percentiles(data, out / "percentiles.png")]
     pngs += plot_top5_grids(data, out)
-    files = [write_results_jsonl(data, out / "results.jsonl"), write_per_persona(data, out / "per_persona.parquet"),
+    files = [write_results_jsonl(data, out / "results.jsonl", more_rows),
+             write_per_persona([data, *more_rows], out / "per_persona.parquet"),
              *[p for p in pngs if p is not None]]
     (out / "report.md").write_text(render_markdown(data, [p.name for p in pngs if p is not None]))
     return [out / "report.md", *files]
@@ -187,6 +195,7 @@ def render_markdown(data: ReportData, pngs: list[str]) -> str:
         f"{n} personas. MPR = mean over personas of the % of the other images a model scores strictly below "
         f"the teacher's winner (100 = ranked first, random = 50).",
         "",
+        *data.headline,
         "## Mean percentile rank (%)",
         "",
         paper_table(data),
@@ -230,9 +239,15 @@ def hubness_lines(data: ReportData) -> list[str]:
     return ["## Hubness: the same items in every top 10?", "", hubness_table(rows), "", note, ""]
 
 
-def write_results_jsonl(data: ReportData, path: Path) -> Path:
+def write_results_jsonl(data: ReportData, path: Path, more_rows: list[ReportData] = ()) -> Path:
+    lines = [line for row in (data, *more_rows) for line in results_lines(row)]
+    path.write_text("".join(json.dumps(line, sort_keys=True) + "\n" for line in lines))
+    return path
+
+
+def results_lines(data: ReportData) -> list[dict]:
     common = {"persona_set": data.persona_set, "catalog": data.catalog, "split": data.split,
-              "variant": data.variant, "teacher": data.teacher, "pool_size": data.pool_size}
+              "variant": data.variant, "teacher": data.teacher, "pool_size": data.pool_size, "row": data.row}
     lines = []
     for m in data.ordered_models():
         lines.append({"type": "model", "model": m.name, "kind": m.kind, "source": m.source, **common,
@@ -253,8 +268,7 @@ def write_results_jsonl(data: ReportData, path: Path) -> Path:
     for sampler, points in data.curves.items():
         lines += [{"type": "curve", "sampler": sampler, **common, **asdict(p)} for p in points]
     lines += [{**common, **line} for line in data.section_results]
-    path.write_text("".join(json.dumps(line, sort_keys=True) + "\n" for line in lines))
-    return path
+    return lines
 
 
 # -------------------------------------------------------------------------------------------- plots

@@ -4,12 +4,13 @@
     from distill.evaluation import run_evaluation
     outcome = run_evaluation(load_pipeline_config("configs/embedded.yaml"))   # writes cfg.path("eval")
 
-Steps (docs/evaluation.md): every test persona (or the first `n_personas`) and a seeded pool of
-`n_items` readable test images -> one knockout per persona judged by the teacher (cached in the label
-store) -> teacher-ranked random groups for NDCG/recall (cached too) -> the teacher's full scores of the
-pool, where it can score cheaply (NDCG@10) -> every model's [P, N] scores -> metrics, bootstrap
-intervals over personas -> report.md, results.jsonl, per_persona.parquet, winners-*.parquet, plots; then the
-held-out query sections (conversations, composed queries: distill.evaluation.query_sections).
+Steps (docs/evaluation.md), for each evaluation row (distill.evaluation.rows: a persona set and a pool):
+every test persona (or the first `n_personas`) and a seeded pool of `n_items` readable images -> one
+knockout per persona judged by the teacher (cached in the label store) -> teacher-ranked random groups
+for NDCG/recall (cached too) -> the teacher's full scores of the pool, where it can score cheaply
+(NDCG@10) -> every model's [P, N] scores -> metrics, bootstrap intervals over personas. Then report.md
+(one headline table of every row), results.jsonl, per_persona.parquet, winners-*.parquet; for the main
+row also the plots, the curves and the held-out query sections (distill.evaluation.query_sections).
 """
 
 from __future__ import annotations
@@ -34,9 +35,11 @@ from distill.evaluation.baselines import (
 )
 from distill.evaluation.full_ranking import TeacherScores, teacher_full_scores, winner_agreement_with_scores
 from distill.evaluation.hubness import score_hubness
+from distill.evaluation.intervals import attach_intervals, rows_table
 from distill.evaluation.metrics import full_ndcg, group_metrics, winner_metrics, winner_percentiles
 from distill.evaluation.query_sections import run_query_sections
 from distill.evaluation.report import CurvePoint, ModelResult, ReportData, write_report
+from distill.evaluation.rows import MAIN_ROW, TITLES, EvalRow, plan_rows, split_personas
 from distill.evaluation.tournament import (
     VARIANT_TASK,
     TeacherJudge,
@@ -44,9 +47,15 @@ from distill.evaluation.tournament import (
     eval_teacher_config,
     random_groups,
     run_knockout,
-    tournament_pool,
     winner_agreement,
     write_winners,
+)
+from distill.evaluation.train_runs import (  # noqa: F401  (re-exported: distill.evaluation, study.py)
+    _calls_by_round,
+    cumulative_calls,
+    read_results,
+    read_train_summary,
+    round_models,
 )
 
 if TYPE_CHECKING:
@@ -62,30 +71,25 @@ class EvalOutcome:
     files: list[Path] = field(default_factory=list)
     queries: dict = field(default_factory=dict)  # held-out query sections: headline numbers per model
     query_seconds: dict[str, float] = field(default_factory=dict)  # wall time each section added
+    rows: dict[str, ReportData] = field(default_factory=dict)  # every evaluation row played, by name
+    skipped_rows: dict[str, str] = field(default_factory=dict)  # row -> why it was not played
 
 
 def eval_personas(cfg: PipelineConfig) -> tuple[list[str], list[str]]:
     """(ids, texts) of the eval split's personas by id: all of them, or the first `n_personas` (the paper: 50)."""
-    from distill.data.layout import read_personas
-
-    table = read_personas(cfg.path("personas"), cfg.evaluate.split).sort_by("persona_id")
-    if cfg.evaluate.n_personas is not None:
-        table = table.slice(0, cfg.evaluate.n_personas)
-    if table.num_rows == 0:
-        raise ValueError(f"no {cfg.evaluate.split!r} personas in {cfg.path('personas')}")
-    return table["persona_id"].to_pylist(), table["text"].to_pylist()
+    return split_personas(cfg.path("personas"), cfg.evaluate.split, cfg.evaluate.n_personas)
 
 
-def _judge(cfg: PipelineConfig, store, task: str, progress: bool) -> TeacherJudge:
-    return TeacherJudge(task=task, catalog_dir=cfg.path("catalog"), personas_dir=cfg.path("personas"),
+def _judge(cfg: PipelineConfig, store, task: str, progress: bool, personas_dir=None) -> TeacherJudge:
+    return TeacherJudge(task=task, catalog_dir=cfg.path("catalog"), personas_dir=personas_dir or cfg.path("personas"),
                         teacher_cfg=eval_teacher_config(cfg.teacher), label_cfg=cfg.label, store=store,
                         progress=progress)
 
 
 def play_tournament(cfg: PipelineConfig, persona_ids: list[str], pool: list[str], variant: str, store,
-                    progress: bool = True) -> TournamentResult:
+                    progress: bool = True, personas_dir=None) -> TournamentResult:
     """One knockout per persona over `pool`, judged by the configured teacher at temperature 0."""
-    judge = _judge(cfg, store, VARIANT_TASK[variant], progress)
+    judge = _judge(cfg, store, VARIANT_TASK[variant], progress, personas_dir)
     return run_knockout({p: pool for p in persona_ids}, judge, variant=variant, seed=cfg.evaluate.seed,
                         progress=progress)
 
@@ -100,13 +104,13 @@ class RankedGroups:
 
 
 def teacher_ranked_groups(cfg: PipelineConfig, persona_ids: list[str], pool: list[str], store,
-                          progress=True) -> RankedGroups:
+                          progress=True, personas_dir=None) -> RankedGroups:
     """Seeded random groups from the pool, ranked by the teacher (one cached label_requests call)."""
     size = min(cfg.sampler.group_size, len(pool))
     groups = random_groups(persona_ids, pool, cfg.evaluate.groups_per_persona, size, cfg.evaluate.seed)
     if not groups:
         return RankedGroups([], [], np.zeros((0, size), np.int64))
-    rankings, summary = _judge(cfg, store, "rank", progress).rank(groups)
+    rankings, summary = _judge(cfg, store, "rank", progress, personas_dir).rank(groups)
     row_of = {p: i for i, p in enumerate(persona_ids)}
     kept = [(g, r) for g, r in zip(groups, rankings) if r]
     positions = np.array([[r.index(i) for i in g.items] for g, r in kept], dtype=np.int64).reshape(-1, size)
@@ -115,13 +119,13 @@ def teacher_ranked_groups(cfg: PipelineConfig, persona_ids: list[str], pool: lis
 
 
 def _student_entry(name: str, kind: str, model_dir: Path, cfg: PipelineConfig, skipped: dict,
-                   train_dir=None) -> ModelEntry | None:
+                   train_dir=None, more_splits: tuple[str, ...] = ()) -> ModelEntry | None:
     if not (model_dir / "manifest.json").exists():
         skipped[name] = f"no trained model at {model_dir} (manifest.json missing)"
         log.info(f"skipping {name}: {skipped[name]}")
         return None
     scorer = EmbeddingScorer(name, str(model_dir), str(cfg.path("catalog")), cfg.evaluate.split,
-                             embed_options=cfg.embed_options())
+                             embed_options=cfg.embed_options(), more_splits=more_splits)
     return try_load(ModelEntry(name, scorer, kind, str(model_dir), train_dir), skipped)
 
 
@@ -136,22 +140,26 @@ def uniform_train_dir(cfg: PipelineConfig) -> Path:
     return path.with_name(f"{path.name}-uniform")
 
 
-def model_entries(cfg: PipelineConfig, skipped: dict[str, str]) -> list[ModelEntry]:
-    """The report's columns, in the paper's spirit: ours, the ablation, the base, Text, random, extras."""
+def model_entries(cfg: PipelineConfig, skipped: dict[str, str], more_splits: tuple[str, ...] = ()) -> list[ModelEntry]:
+    """The report's columns, in the paper's spirit: ours, the ablation, the base, Text, random, extras.
+    `more_splits`: catalog splits beyond `evaluate.split` that some row's pool draws from."""
     ev = cfg.evaluate
-    catalog, split = str(cfg.path("catalog")), ev.split
+    catalog, split, more = str(cfg.path("catalog")), ev.split, tuple(more_splits)
     candidates = [
-        _student_entry("distilled", "distilled", cfg.path("distilled_model"), cfg, skipped, str(cfg.path("train"))),
-        _student_entry("uniform", "uniform", uniform_model_dir(cfg), cfg, skipped, str(uniform_train_dir(cfg))),
-        _student_entry("base", "base", cfg.path("base_model"), cfg, skipped),
+        _student_entry("distilled", "distilled", cfg.path("distilled_model"), cfg, skipped, str(cfg.path("train")),
+                       more),
+        _student_entry("uniform", "uniform", uniform_model_dir(cfg), cfg, skipped, str(uniform_train_dir(cfg)), more),
+        _student_entry("base", "base", cfg.path("base_model"), cfg, skipped, more_splits=more),
     ]
     if ev.text_only:
-        candidates.append(try_load(ModelEntry("text", TextOnlyScorer("text", cfg.student, catalog, split), "text",
+        text = TextOnlyScorer("text", cfg.student, catalog, split, more_splits=more)
+        candidates.append(try_load(ModelEntry("text", text, "text",
                                               "frozen text tower: persona vs item title + text"), skipped))
     if ev.random_baseline:
         candidates.append(ModelEntry("random", RandomScorer("random", ev.seed), "random", f"seed {ev.seed}"))
     for name, ref in ev.models.items():
-        scorer = EmbeddingScorer(name, parse_model_ref(ref), catalog, split, embed_options=cfg.embed_options())
+        scorer = EmbeddingScorer(name, parse_model_ref(ref), catalog, split, embed_options=cfg.embed_options(),
+                                 more_splits=more)
         candidates.append(try_load(ModelEntry(name, scorer, "extra", ref), skipped))
     return [c for c in candidates if c is not None]
 
@@ -187,73 +195,8 @@ def evaluate_model(entry: ModelEntry, persona_ids, persona_texts, pool, winners:
 # ------------------------------------------------------------------------ training runs (the curves)
 
 
-def read_results(train_dir: str | Path) -> list[dict]:
-    """The rows of <train_dir>/results.jsonl (one per round); unreadable lines are skipped and counted."""
-    path = Path(train_dir) / "results.jsonl"
-    if not path.exists():
-        return []
-    rows, bad = [], 0
-    for line in filter(str.strip, path.read_text().splitlines()):
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            bad += 1
-    if bad:
-        log.info(f"{path}: skipped {bad} unreadable line(s)")
-    return rows
-
-
-def cumulative_calls(row: dict) -> int | None:
-    """Teacher-labelled groups consumed up to and including a round (training + validation labels),
-    from a results.jsonl row: what the run would cost from an empty label store."""
-    for key in ("teacher_groups", "teacher_calls"):
-        if row.get(key) is not None:
-            return int(row[key])
-    return None
-
-
-def read_train_summary(train_dir: str | Path) -> dict:
-    """Rounds trained, teacher-labelled groups consumed and teacher calls this run actually paid for."""
-    rows = [r for r in read_results(train_dir) if int(r.get("round", 0)) >= 0]
-    if not rows:
-        return {}
-    groups = [int(r["teacher_groups"]) for r in rows if r.get("teacher_groups") is not None]
-    paid = [int(r["teacher_calls"]) for r in rows if r.get("teacher_calls") is not None]
-    out = {"rounds": len(rows), "teacher_groups": max(groups) if groups else None,
-           "teacher_calls": max(paid) if paid else None}
-    state = Path(train_dir) / "state.json"
-    if state.exists():
-        try:
-            best = json.loads(state.read_text()).get("best_round")
-        except json.JSONDecodeError:
-            best = None
-        out["best_round"] = best
-        out["best_round_groups"] = _calls_by_round(rows).get(best, 0 if best == -1 else None)
-    return out
-
-
-def round_models(train_dir: str | Path) -> list[tuple[int, Path]]:
-    """(round, model dir) of every per-round export <train_dir>/round-*/model, in round order."""
-    out = []
-    for d in Path(train_dir).glob("round-*/model"):
-        try:
-            out.append((int(d.parent.name.split("-", 1)[1]), d))
-        except ValueError:
-            continue
-    return sorted(out)
-
-
-def _calls_by_round(rows: list[dict]) -> dict[int, int]:
-    out = {}
-    for i, row in enumerate(rows):
-        total = cumulative_calls(row)
-        if total is not None and int(row.get("round", i)) >= 0:
-            out[int(row.get("round", i))] = total
-    return out
-
-
 def sampler_curves(cfg: PipelineConfig, persona_ids, persona_texts, pool, winners, results: dict[str, ModelResult],
-                   skipped: dict) -> dict[str, list[CurvePoint]]:
+                   skipped: dict, more_splits: tuple[str, ...] = ()) -> dict[str, list[CurvePoint]]:
     """MPR against teacher-labelled groups consumed, per sampler: the base at 0, every per-round export
     that exists (evaluated here; the best round reuses the exported model's result), else the exported
     model at the labels its round had consumed."""
@@ -271,7 +214,8 @@ def sampler_curves(cfg: PipelineConfig, persona_ids, persona_texts, pool, winner
                 if final and r == final.train.get("best_round"):
                     points.append(CurvePoint(calls[r], final.metrics["mpr"], f"round {r}"))
                     continue
-                entry = _student_entry(f"{name}-round-{r}", "round", model_dir, cfg, skipped)
+                entry = _student_entry(f"{name}-round-{r}", "round", model_dir, cfg, skipped,
+                                       more_splits=more_splits)
                 if entry is not None:
                     res = evaluate_model(entry, persona_ids, persona_texts, pool, winners,
                                          RankedGroups([], [], np.zeros((0, 5))), cfg)
@@ -307,58 +251,93 @@ def _dataset_label(path: Path) -> str:
 
 
 def run_evaluation(cfg: PipelineConfig, *, progress: bool = True) -> EvalOutcome:
-    """The whole evaluation job; writes cfg.path("eval") and returns what it wrote."""
+    """The whole evaluation job, every row of `evaluate.rows`; writes cfg.path("eval") and returns what it wrote."""
     from distill.label.store import LabelStore
 
-    ev = cfg.evaluate
     out_dir = cfg.path("eval")
     out_dir.mkdir(parents=True, exist_ok=True)
     store = LabelStore(cfg.path("labels"))
-    persona_ids, persona_texts = eval_personas(cfg)
-    pool, unreadable = tournament_pool(cfg.path("catalog"), ev.split, ev.n_items, ev.seed)
-    log.info(f"{len(persona_ids)} personas x {len(pool)} {ev.split} images ({len(unreadable)} unreadable skipped)")
+    rows, skipped_rows = plan_rows(cfg)
+    if not rows:
+        raise ValueError("no evaluation row can be played: " + "; ".join(f"{k}: {v}" for k, v in skipped_rows.items()))
+    # the main row keeps the single-row report's plots, curves and query sections: new_kinds, the original row
+    main = next((r for r in rows if r.name == MAIN_ROW), None) or next(
+        (r for r in rows if r.personas_dir == cfg.path("personas")), rows[0])
+    more_splits = tuple(sorted({r.pool.split for r in rows} - {cfg.evaluate.split}))
+    skipped: dict[str, str] = {}
+    entries = model_entries(cfg, skipped, more_splits)
+    datas, files, queries = {}, [], None
+    for row in rows:
+        data, row_files, found = evaluate_row(cfg, row, entries, store, skipped, row is main, more_splits, progress)
+        datas[row.name], queries = data, found or queries
+        files += row_files
+    head = datas[main.name]
+    head.headline = rows_headline(list(datas.values()), skipped_rows, main.name)
+    head.section_results += [{"type": "row_skipped", "row": k, "reason": v} for k, v in skipped_rows.items()]
+    files += write_report(head, out_dir, [d for name, d in datas.items() if name != main.name])
+    log.info(f"report: {out_dir / 'report.md'}")
+    return EvalOutcome(head, out_dir, files, queries.summary if queries else {}, queries.seconds if queries else {},
+                       datas, skipped_rows)
 
-    truth = play_tournament(cfg, persona_ids, pool, ev.variant, store, progress)
-    files = [write_winners(truth, out_dir / f"winners-{ev.variant}.parquet")]
+
+def rows_headline(datas: list[ReportData], skipped_rows: dict[str, str], main: str) -> list[str]:
+    """report.md's first table: every row's numbers, then the rows not played and why."""
+    for data in datas:
+        attach_intervals(data)
+    titles = {d.row: d.row_title or TITLES.get(d.row, d.row) for d in datas}
+    out = ["## Evaluation rows", "", rows_table(datas, titles), "",
+           "One line per (row, model): a row is a persona set met by a pool of items (docs/evaluation.md "
+           f"\"Evaluation rows\"). The sections below are the `{main}` row's.", ""]
+    out += [f"- row `{name}` not evaluated: {reason}" for name, reason in skipped_rows.items()]
+    return out + ([""] if skipped_rows else [])
+
+
+def evaluate_row(cfg: PipelineConfig, row: EvalRow, entries: list[ModelEntry], store, skipped: dict, main: bool,
+                 more_splits: tuple[str, ...], progress: bool):
+    """One row's tournaments, teacher groups and full scores, and every model on it: (ReportData, files
+    written, the held-out query sections (main row only) or None)."""
+    ev, out_dir = cfg.evaluate, cfg.path("eval")
+    persona_ids, persona_texts, pool = row.persona_ids, row.persona_texts, row.pool.items
+    log.info(f"row {row.name}: {len(persona_ids)} personas x {len(pool)} {row.pool.split} images "
+             f"({len(row.pool.unreadable)} unreadable skipped)")
+    tag = "" if main else f"{row.name.replace(':', '-on-')}-"
+    truth = play_tournament(cfg, persona_ids, pool, ev.variant, store, progress, row.personas_dir)
+    files = [write_winners(truth, out_dir / f"winners-{tag}{ev.variant}.parquet")]
     tournaments = {ev.variant: truth.summary()}
     agreement = None
-    if ev.measure_agreement:
+    if ev.measure_agreement and main:
         other_variant = "fiveway" if ev.variant == "pairwise" else "pairwise"
-        other = play_tournament(cfg, persona_ids, pool, other_variant, store, progress)
+        other = play_tournament(cfg, persona_ids, pool, other_variant, store, progress, row.personas_dir)
         files.append(write_winners(other, out_dir / f"winners-{other_variant}.parquet"))
         tournaments[other_variant] = other.summary()
         agreement = winner_agreement(truth.winners, other.winners)
         log.info(f"winner agreement {ev.variant} vs {other_variant}: {agreement['agreement']:.1f}%")
 
-    groups = teacher_ranked_groups(cfg, persona_ids, pool, store, progress) if ev.groups_per_persona else \
-        RankedGroups([], [], np.zeros((0, cfg.sampler.group_size), np.int64))
+    groups = teacher_ranked_groups(cfg, persona_ids, pool, store, progress, row.personas_dir) \
+        if ev.groups_per_persona else RankedGroups([], [], np.zeros((0, cfg.sampler.group_size), np.int64))
     full = teacher_full_scores(eval_teacher_config(cfg.teacher), cfg.path("catalog"), persona_ids, persona_texts,
                                pool) if ev.full_ranking else TeacherScores(None, "evaluate.full_ranking is false")
-    skipped: dict[str, str] = {}
-    results = {}
-    entries = model_entries(cfg, skipped)
-    for entry in entries:
-        results[entry.name] = evaluate_model(entry, persona_ids, persona_texts, pool, truth.winners, groups, cfg,
-                                             full.scores)
-    curves = sampler_curves(cfg, persona_ids, persona_texts, pool, truth.winners, results, skipped)
-    queries = run_query_sections(cfg, entries, persona_ids, persona_texts, pool, truth.winners, store)
-    files += queries.files
-
+    results = {e.name: evaluate_model(e, persona_ids, persona_texts, pool, truth.winners, groups, cfg, full.scores)
+               for e in entries}
+    curves, queries = {}, None
+    if main:
+        curves = sampler_curves(cfg, persona_ids, persona_texts, pool, truth.winners, results, skipped, more_splits)
+        if row.personas_dir == cfg.path("personas"):  # the query sections read the main persona directory
+            queries = run_query_sections(cfg, entries, persona_ids, persona_texts, pool, truth.winners, store)
+            files += queries.files
     data = ReportData(
-        persona_set=_dataset_label(cfg.path("personas")), catalog=_dataset_label(cfg.path("catalog")),
-        split=ev.split, variant=ev.variant, persona_ids=persona_ids, persona_texts=persona_texts,
-        pool_size=len(pool), unreadable=len(unreadable), winners=truth.winners, tournaments=tournaments,
+        persona_set=_dataset_label(row.personas_dir), catalog=_dataset_label(cfg.path("catalog")),
+        split=row.pool.split, variant=ev.variant, persona_ids=persona_ids, persona_texts=persona_texts,
+        pool_size=len(pool), unreadable=len(row.pool.unreadable), winners=truth.winners, tournaments=tournaments,
         agreement=agreement, groups={"groups": len(groups.items), "sent": groups.sent, "cached": groups.cached},
         models=list(results.values()), skipped=skipped, curves=curves, catalog_dir=str(cfg.path("catalog")),
-        teacher=truth_teacher_id(cfg), grid_personas=ev.grid_personas,
+        teacher=truth_teacher_id(cfg), grid_personas=ev.grid_personas if main else 0,
         full_ranking=full_ranking_summary(full, pool, persona_ids, truth.winners, ev.full_ndcg_k),
         full_ndcg_k=ev.full_ndcg_k, bootstrap=ev.bootstrap, ci_level=ev.ci_level, delta_vs=ev.delta_vs, seed=ev.seed,
-        sections=queries.markdown, section_results=queries.results,
-        teacher_hubness=score_hubness(full.scores, pool) if full.ok else {},
+        sections=queries.markdown if queries else [], section_results=queries.results if queries else [],
+        teacher_hubness=score_hubness(full.scores, pool) if full.ok else {}, row=row.name, row_title=row.title,
     )
-    files += write_report(data, out_dir)
-    log.info(f"report: {out_dir / 'report.md'}")
-    return EvalOutcome(data, out_dir, files, queries.summary, queries.seconds)
+    return data, files, queries
 
 
 def full_ranking_summary(full: TeacherScores, pool, persona_ids, winners, k: int) -> dict:

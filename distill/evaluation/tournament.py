@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from distill.hashing import stable_hash
@@ -277,17 +278,21 @@ class TeacherJudge:
 # ------------------------------------------------------------------------------ pools and groups
 
 
-def tournament_pool(catalog_dir, split: str, n_items: int | None, seed: int) -> tuple[list[str], list[tuple[str, str]]]:
-    """The test images every persona's tournament runs over, and the unreadable ones left out.
+def tournament_pool(catalog_dir, split: str, n_items: int | None, seed: int,
+                    keep: set[str] | None = None) -> tuple[list[str], list[tuple[str, str]]]:
+    """The images every persona's tournament runs over, and the unreadable ones left out.
 
     A seeded subset (order by a hash of (seed, id): model-independent and stable when the catalog
     grows) or the whole split. Images that do not decode are skipped and counted, so the teacher
-    never judges a blank and no model is scored on an image it cannot see.
+    never judges a blank and no model is scored on an image it cannot see. `keep` limits the split to
+    those ids (an evaluation row's items) before the hash order, so the whole split kept is the whole split.
     """
     from distill.data.layout import catalog_root, read_catalog
     from distill.images import try_load_row_image
 
     table = read_catalog(catalog_dir, split, columns=["item_id", "image", "image_path"])
+    if keep is not None:
+        table = table.filter(pc.is_in(table["item_id"], pa.array(sorted(keep), pa.string())))
     if table.num_rows == 0:
         raise ValueError(f"catalog {catalog_dir} has no {split!r} items to evaluate on")
     order = sorted(range(table.num_rows), key=lambda i: stable_hash(f"pool-{seed}", table["item_id"][i].as_py()))

@@ -91,7 +91,7 @@ def test_report_writes_table_jsonl_and_pngs(tmp_path):
     assert "teacher's top-scored image for 75.0% of personas" in md
 
     per_persona = pq.read_table(tmp_path / "eval" / "per_persona.parquet")
-    assert per_persona.column_names == ["persona_id", "model", "kind", "winner", "percentile", "ndcg10"]
+    assert per_persona.column_names == ["persona_id", "model", "kind", "winner", "percentile", "ndcg10", "row"]
     assert per_persona.num_rows == 4 * 4
     rows = per_persona.to_pylist()
     assert {r["model"] for r in rows} == {"distilled", "base", "text", "random"}

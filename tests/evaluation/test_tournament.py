@@ -140,12 +140,15 @@ def test_real_cpu_teacher_evaluation_is_cached_on_rerun(tmp_path, ray_session, o
     truth = first.tournaments["pairwise"]
     assert truth["matches"] == 2 * 7 and truth["teacher_calls_sent"] == 14 and truth["cached"] == 0
     assert first.groups["sent"] == 4
-    assert {m.name for m in first.models} == {"base", "text", "random"}
+    assert {m.name for m in first.models} == {"base", "text", "random"} and first.row == "new_kinds"
     assert "distilled" in first.skipped and "uniform" in first.skipped
     winners_file = tmp_path / "eval" / "winners-pairwise.parquet"
     winners = pq.read_table(winners_file).to_pylist()
 
-    second = run_evaluation(cfg, progress=False).report
+    rerun = run_evaluation(cfg, progress=False)
+    second, outcome_rows = rerun.report, rerun.rows
+    assert all(r.tournaments["pairwise"]["teacher_calls_sent"] == 0 and r.groups["sent"] == 0
+               for r in outcome_rows.values())  # a rerun asks the teacher nothing, on any row
     again = second.tournaments["pairwise"]
     assert again["teacher_calls_sent"] == 0 and again["cached"] == 14
     assert second.groups["sent"] == 0
@@ -162,7 +165,15 @@ def test_real_cpu_teacher_evaluation_is_cached_on_rerun(tmp_path, ray_session, o
     assert set(by_name["text"].intervals) == {"mpr", "ndcg10", "delta_mpr", "delta_ndcg10"}
     assert "| Model | personas | MPR [95% CI]" in md
     per_persona = pq.read_table(tmp_path / "eval" / "per_persona.parquet")
-    assert per_persona.num_rows == 3 * 2 and per_persona["ndcg10"].null_count == 0
+    # every row played (your_catalog, new_kinds; known_kinds and other_writers cannot be on this world)
+    assert per_persona.num_rows == 2 * 3 * 2 and per_persona["ndcg10"].null_count == 0
+    assert sorted(set(per_persona["row"].to_pylist())) == ["new_kinds", "your_catalog"]
+    assert set(rerun.skipped_rows) == {"known_kinds", "other_writers:your_catalog", "other_writers:new_kinds"}
+    mine = outcome_rows["your_catalog"]
+    assert mine.split == "train" and mine.pool_size == 8 and mine.tournaments["pairwise"]["teacher_calls_sent"] == 0
+    assert set(mine.winners.values()) <= {f"item-{i:03d}" for i in range(0, 24, 3)}  # train items only
+    assert "## Evaluation rows" in md and "| your catalog (train items, new personas) | 8 `train` | 2 |" in md
+    assert "- row `known_kinds` not evaluated: no 'test' item whose concept" in md
     # hubness over the top 10s (the pool has 8 items: each top 10 is the whole pool) for models and teacher
     for m in second.models:
         assert m.hubness["distinct"] == 8 and m.hubness["max_share"] == 100.0 and m.hubness["personas"] == 2
