@@ -134,7 +134,7 @@ def bare_worker(root: Path, groups_file: Path, batch_size: int, imagenet: bool, 
     import torch
 
     torch.set_num_threads(1)  # what Ray gives the 0.5-CPU teacher actor (see the module docstring)
-    from distill.config.pipeline import TeacherConfig
+    from distill.config.teacher import TeacherConfig
     from distill.teacher import build_teacher
 
     teacher = build_teacher(TeacherConfig(cpu={"use_imagenet": imagenet}))
@@ -272,7 +272,8 @@ def main() -> int:
 
     import ray
 
-    from distill.config.pipeline import LabelConfig, TeacherConfig
+    from distill.config.pipeline import LabelConfig
+    from distill.config.teacher import TeacherConfig
 
     teacher_cfg = TeacherConfig(cpu={"use_imagenet": args.imagenet})
     label_cfg = LabelConfig(progress_every_s=1e9, **{k: v for k, v in (("batch_size", args.batch_size),

@@ -174,7 +174,8 @@ def main(argv=None) -> int:
     import ray
     from ray import serve
 
-    from distill.config.pipeline import RerankConfig, ServeConfig, TeacherConfig
+    from distill.config.pipeline import RerankConfig, ServeConfig
+    from distill.config.teacher import TeacherConfig
     from serve import app
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")

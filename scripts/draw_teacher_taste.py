@@ -39,7 +39,7 @@ def main() -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from distill.config.pipeline import TeacherConfig
+    from distill.config.teacher import TeacherConfig
     from distill.data.layout import read_catalog
     from distill.images import decode_image
     from distill.teacher import Candidate, build_teacher

@@ -142,7 +142,7 @@ class Api:
     def __init__(self, index_dir: str, settings: dict, encoder: DeploymentHandle | None = None,
                  index: DeploymentHandle | None = None, reranker: DeploymentHandle | None = None,
                  rerank_settings: dict | None = None):
-        from distill.config.pipeline import TeacherConfig
+        from distill.config.teacher import TeacherConfig
         from distill.retrieval.rerank import effective_teacher_config
         from distill.teacher import teacher_id_for
 

@@ -23,7 +23,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict
 
 from distill import index as idx
-from distill.config.pipeline import RerankConfig, ServeConfig, TeacherConfig, load_pipeline_config
+from distill.config.pipeline import RerankConfig, ServeConfig, load_pipeline_config
+from distill.config.teacher import TeacherConfig
 from serve.api import Api
 from serve.deployments import ImageIndex, QueryEncoder
 from serve.reranker import Reranker

@@ -12,7 +12,8 @@ import asyncio
 
 from ray import serve
 
-from distill.config.pipeline import RerankConfig, TeacherConfig
+from distill.config.pipeline import RerankConfig
+from distill.config.teacher import TeacherConfig
 from distill.retrieval.rerank import DescribeResult, RerankResult
 from distill.retrieval.rerank import Reranker as RerankerLib
 from distill.teacher.base import Candidate

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 if TYPE_CHECKING:
-    from distill.config.pipeline import TeacherConfig
+    from distill.config.teacher import TeacherConfig
 
 log = logging.getLogger(__name__)
 

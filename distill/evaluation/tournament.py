@@ -29,7 +29,8 @@ import pyarrow.parquet as pq
 from distill.hashing import stable_hash
 
 if TYPE_CHECKING:
-    from distill.config.pipeline import LabelConfig, TeacherConfig
+    from distill.config.pipeline import LabelConfig
+    from distill.config.teacher import TeacherConfig
 
 log = logging.getLogger(__name__)
 

@@ -41,7 +41,8 @@ from distill.label.teacher_stage import (
 from distill.teacher import presentation_order, request_key, teacher_id_for
 
 if TYPE_CHECKING:
-    from distill.config.pipeline import LabelConfig, TeacherConfig
+    from distill.config.pipeline import LabelConfig
+    from distill.config.teacher import TeacherConfig
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 if TYPE_CHECKING:
-    from distill.config.pipeline import LabelConfig, TeacherConfig
+    from distill.config.pipeline import LabelConfig
+    from distill.config.teacher import TeacherConfig
 
 # What flows out of the teacher stage: one row per request, answered (error null) or dropped.
 RESULT = pa.schema([
@@ -134,7 +135,7 @@ class TeacherActor:
     and an Arrow round trip. Requests with a missing or corrupt item are dropped here."""
 
     def __init__(self, teacher_cfg_json: str, catalog: pa.Table, catalog_root: str, teacher_batch: int):
-        from distill.config.pipeline import TeacherConfig
+        from distill.config.teacher import TeacherConfig
         from distill.teacher import build_teacher
 
         cfg = TeacherConfig.model_validate_json(teacher_cfg_json)

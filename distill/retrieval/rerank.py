@@ -32,7 +32,8 @@ from distill.teacher.base import Candidate
 from distill.teacher.tokens import rerank_prompt_tokens
 
 if TYPE_CHECKING:
-    from distill.config.pipeline import RerankConfig, TeacherConfig
+    from distill.config.pipeline import RerankConfig
+    from distill.config.teacher import TeacherConfig
 
 log = logging.getLogger(__name__)
 

@@ -26,7 +26,7 @@ from distill.teacher.base import (
 from distill.teacher.identity import describe_id_for, teacher_id_for
 
 if TYPE_CHECKING:
-    from distill.config.pipeline import TeacherConfig
+    from distill.config.teacher import TeacherConfig
 
 
 def build_teacher(cfg: TeacherConfig) -> Teacher:

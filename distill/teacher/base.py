@@ -21,7 +21,7 @@ from distill.teacher.identity import teacher_id_for
 from distill.teacher.prompt import ParsedDescription, ParsedRanking, parse_description, parse_ranking
 
 if TYPE_CHECKING:
-    from distill.config.pipeline import TeacherConfig
+    from distill.config.teacher import TeacherConfig
 
 TASKS = ("rank", "compare")
 

@@ -33,7 +33,7 @@ from distill.teacher.base import Generation, Teacher, TeacherRequest
 from distill.teacher.taste import TasteReader, look_score, visual_attributes
 
 if TYPE_CHECKING:
-    from distill.config.pipeline import TeacherConfig
+    from distill.config.teacher import TeacherConfig
 
 # Similarity to an avoided thing below this is not a sign of it (unrelated items sit at 0.1-0.3).
 AVOID_FLOOR = 0.3

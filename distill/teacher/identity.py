@@ -20,7 +20,7 @@ import json
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from distill.config.pipeline import TeacherConfig
+    from distill.config.teacher import TeacherConfig
 
 BACKENDS = ("cpu", "openai", "vllm")
 
@@ -46,7 +46,7 @@ ANSWER_NEUTRAL: dict[str, str] = {
     "vllm.placement_group_config": "hardware placement",
 }
 
-# The values the id format assumes. Frozen on purpose: changing a default in distill/config/pipeline.py must change the
+# The values the id format assumes. Frozen on purpose: changing a default in distill/config/teacher.py must change the
 # id of a config that relies on it, so these are literals, not the pydantic defaults.
 ID_BASELINE: dict[str, Any] = {
     "image_size": 224,

@@ -28,7 +28,7 @@ from distill.teacher.prompt import (
 )
 
 if TYPE_CHECKING:
-    from distill.config.pipeline import TeacherConfig
+    from distill.config.teacher import TeacherConfig
 
 log = logging.getLogger(__name__)
 

@@ -32,7 +32,7 @@ from distill.teacher.prompt import (
 )
 
 if TYPE_CHECKING:
-    from distill.config.pipeline import TeacherConfig
+    from distill.config.teacher import TeacherConfig
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +105,7 @@ def processor_config(cfg: TeacherConfig, n_images: int = 5, stage_num_cpus: floa
 
 def preprocess_row(row: dict, *, cfg_json: str) -> dict:
     """Request row (persona_text, image_urls in presentation order, task, optional repair) -> messages."""
-    from distill.config.pipeline import TeacherConfig
+    from distill.config.teacher import TeacherConfig
 
     cfg = TeacherConfig.model_validate_json(cfg_json)
     urls = [str(u) for u in row["image_urls"]]

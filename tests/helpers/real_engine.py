@@ -31,7 +31,7 @@ log = logging.getLogger("real_engine")
 
 def tiny_teacher_cfg(**vllm):
     """The vllm teacher config of these tests: production defaults, the tiny model, CPU engine arguments."""
-    from distill.config.pipeline import TeacherConfig
+    from distill.config.teacher import TeacherConfig
 
     return TeacherConfig(backend="vllm", vllm={"model_source": str(TINY_MODEL), "max_model_len": 2048,
                                                "max_num_seqs": 4, "engine_kwargs": CPU_ENGINE_KWARGS, **vllm})

@@ -100,7 +100,8 @@ class FakeVLM:
 
 def rerank_settings(base_url: str, k: int = 8, budget_s: float = 3.0):
     """(RerankConfig, TeacherConfig) of a re-ranking openai teacher at `base_url`."""
-    from distill.config.pipeline import RerankConfig, TeacherConfig
+    from distill.config.pipeline import RerankConfig
+    from distill.config.teacher import TeacherConfig
 
     teacher = TeacherConfig(backend="openai", openai={"base_url": base_url, "model": "fake-vlm", "max_retries": 0,
                                                       "api_key_env": "DISTILL_TEST_NO_KEY"})

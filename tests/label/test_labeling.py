@@ -12,7 +12,8 @@ import pyarrow.parquet as pq
 import pytest
 from helpers.data import make_catalog, make_personas
 
-from distill.config.pipeline import LabelConfig, TeacherConfig
+from distill.config.pipeline import LabelConfig
+from distill.config.teacher import TeacherConfig
 from distill.data.layout import read_catalog_rows
 from distill.label.pipeline import label_groups, label_requests, reason_class
 from distill.label.store import LabelStore

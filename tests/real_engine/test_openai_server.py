@@ -85,7 +85,7 @@ def server(tiny_model, tmp_path_factory):
 
 
 def _teacher(server, **openai):
-    from distill.config.pipeline import TeacherConfig
+    from distill.config.teacher import TeacherConfig
     from distill.teacher import build_teacher
 
     return build_teacher(TeacherConfig(backend="openai", openai={

@@ -7,7 +7,8 @@ import pytest
 from helpers.serve import FakeVLM, png_b64
 from PIL import Image
 
-from distill.config.pipeline import RerankConfig, ServeConfig, TeacherConfig
+from distill.config.pipeline import RerankConfig, ServeConfig
+from distill.config.teacher import TeacherConfig
 from distill.retrieval.rerank import Reranker, effective_teacher_config
 from distill.teacher import Candidate, Teacher
 from distill.teacher.base import Generation

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from helpers.data import shape_image
 
-from distill.config.pipeline import TeacherConfig
+from distill.config.teacher import TeacherConfig
 from distill.teacher import Candidate, build_teacher, make_request
 from distill.teacher.cpu import plackett_luce_order
 

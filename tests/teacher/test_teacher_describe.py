@@ -11,7 +11,7 @@ import pytest
 from helpers.openai_server import FakeChatServer
 from PIL import Image
 
-from distill.config.pipeline import TeacherConfig
+from distill.config.teacher import TeacherConfig
 from distill.label.store import LabelStore
 from distill.teacher import (
     Candidate,

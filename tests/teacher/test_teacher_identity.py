@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from distill.config.pipeline import TeacherConfig
+from distill.config.teacher import TeacherConfig
 from distill.teacher import teacher_id_for
 from distill.teacher.identity import (
     ANSWER_NEUTRAL,

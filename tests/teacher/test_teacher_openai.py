@@ -5,7 +5,7 @@ import pytest
 from helpers.openai_server import FakeChatServer
 from PIL import Image
 
-from distill.config.pipeline import TeacherConfig
+from distill.config.teacher import TeacherConfig
 from distill.teacher import Candidate, build_teacher, make_request
 
 

@@ -6,7 +6,7 @@ import io
 import pytest
 from PIL import Image
 
-from distill.config.pipeline import TeacherConfig
+from distill.config.teacher import TeacherConfig
 from distill.teacher import Candidate, make_request, presentation_order, request_key, teacher_id_for
 from distill.teacher.prompt import ParsedRanking, answer_schema, build_messages, image_data_url, parse_ranking
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from distill.config.pipeline import TeacherConfig
+from distill.config.teacher import TeacherConfig
 from distill.data.world import emoji_text, parse_emoji_test, select_emoji
 from distill.teacher import Candidate, build_teacher, make_request
 from distill.teacher.taste import split_persona, visual_attributes

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from distill.config.pipeline import TeacherConfig
+from distill.config.teacher import TeacherConfig
 from distill.teacher import teacher_id_for
 from distill.teacher.prompt import parse_ranking, permutation_answers
 from distill.teacher.vllm_backend import (
