@@ -22,6 +22,7 @@ class PathsConfig(StrictModel):
     workdir: str = "runs/embedded"
     catalog: str = "{workdir}/world/catalog"  # a catalog directory (docs/artifacts.md)
     personas: str = "{workdir}/world/personas"
+    other_personas: str = "{workdir}/world/personas-other"
     base_model: str = "{workdir}/models/base"  # the caption-aligned (or pretrained) student
     labels: str = "{workdir}/labels"  # the label store (teacher answers, cached forever)
     train: str = "{workdir}/train"  # Ray Train storage: checkpoints, results.jsonl
@@ -40,6 +41,10 @@ class WorldConfig(StrictModel):
     # who draws each emoji concept (Noto/Twemoji/Fluent need `make install`'s npm sets in vendor/emoji)
     designers: tuple[Literal["openmoji", "noto", "twemoji", "fluent"], ...] = Field(
         default=("openmoji", "noto", "twemoji", "fluent"), min_length=1)
+    # Known-kind holdout: this share of the train concepts drawn at least twice give one drawing to val or
+    # test (half each), new products of kinds seen in training; 0 = every concept in one split.
+    heldout_drawings: float = Field(0.15, ge=0, le=1)
+    n_other_personas: int = Field(300, ge=0)  # personas by other writers (personas-other/): 60 val / 240 test
 
 
 class AlignConfig(StrictModel):
