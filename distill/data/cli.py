@@ -60,6 +60,8 @@ def cmd_world_build(args: argparse.Namespace) -> int:
             groups=tuple(args.groups) if args.groups else DEFAULT_GROUPS,
             include_photos=not args.no_photos,
             rows_per_file=args.rows_per_file,
+            heldout_drawings=args.heldout_drawings,
+            n_other_personas=args.other_personas,
             overwrite=args.overwrite,
         )
     except (FileExistsError, FileNotFoundError, ValueError) as err:  # FileNotFoundError: an emoji set missing
@@ -153,6 +155,10 @@ def add_data_commands(subparsers) -> None:
                         "Animals & Nature, Activities, Travel & Places)")
     b.add_argument("--no-photos", action="store_true", help="leave out the packaged photos")
     b.add_argument("--rows-per-file", type=int, default=1000)
+    b.add_argument("--heldout-drawings", type=float, default=0.0,
+                   help="share of train concepts (drawn >= 2 times) giving one drawing to val/test (0: off; e.g. 0.15)")
+    b.add_argument("--other-personas", type=int, default=300,
+                   help="personas by other writers in personas-other/, val and test only (default 300)")
     b.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
     b.set_defaults(func=cmd_world_build)
 

@@ -9,7 +9,8 @@ Layout (docs/artifacts.md; every stage relies on it):
     P/personas.parquet               schema distill.schemas.PERSONAS
     P/manifest.json
 
-Every resolver also accepts a world directory W (holding W/catalog and W/personas).
+Every resolver also accepts a world directory W (holding W/catalog and W/personas; the embedded world
+also has W/personas-other, personas by other writers, read with read_personas(W / "personas-other")).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ MANIFEST = "manifest.json"
 PERSONAS_FILE = "personas.parquet"
 WORLD_CATALOG = "catalog"
 WORLD_PERSONAS = "personas"
+WORLD_OTHER_PERSONAS = "personas-other"  # personas by other writers: val and test only (distill.data.other_personas)
 FORMAT_VERSION = 1
 DEFAULT_ROWS_PER_FILE = 1000
 

@@ -5,15 +5,19 @@ concept drawn by up to four designers: OpenMoji (rendered from its COLR font, `o
 Twemoji and Fluent Emoji Flat (Iconify JSON sets rendered with resvg, `noto-<HEX>`, `twemoji-<HEX>`,
 `fluent-<HEX>`; distill.data.emoji_sets), plus a dozen real CC0 / public-domain / CC-BY photos shipped
 inside scikit-image, scikit-learn and matplotlib (`world_assets`). All drawings of a concept share title,
-text and category (the text never names the designer) and land in the same split, so val/test items are
-unseen concepts. Names, groups and subgroups come from Unicode's emoji-test.txt; aliases from the `emoji`
-package. Personas are synthetic shopping personas (`world_personas`: a seeded Faker plus
-distill/data/interests.py), some with visual tastes.
+text and category (the text never names the designer). Splits are by concept, so val/test items are
+unseen concepts, except the known-kind holdout (`heldout_drawings`): a seeded share of the train concepts
+drawn at least twice give one drawing to val or test, new products of kinds seen in training. Names,
+groups and subgroups come from Unicode's emoji-test.txt; aliases from the `emoji` package.
+Personas are synthetic shopping personas (`world_personas`: a seeded Faker plus distill/data/interests.py),
+some with visual tastes. Personas by "other writers" (`other_personas`: gift
+requests, bios, search queries; val and test only) check that a student generalises past one template.
 
 Layout (see docs/artifacts.md):
 
     W/catalog/   a catalog directory (images inline as 224x224 PNG on white)
     W/personas/  personas.parquet + manifest.json
+    W/personas-other/  personas.parquet + manifest.json (val and test only)
     W/ATTRIBUTION.md
     W/manifest.json
 
@@ -45,6 +49,7 @@ from distill.data.emoji_sets import DESIGNERS, IconSet, SvgRenderer, check_desig
 from distill.data.layout import (
     MANIFEST,
     WORLD_CATALOG,
+    WORLD_OTHER_PERSONAS,
     WORLD_PERSONAS,
     catalog_manifest,
     count_by,
@@ -53,7 +58,8 @@ from distill.data.layout import (
     write_catalog_items,
     write_personas,
 )
-from distill.data.splits import assign_splits
+from distill.data.other_personas import make_other_personas
+from distill.data.splits import assign_splits, hold_out_drawings
 from distill.data.world_assets import PHOTO_GROUP, PHOTOS, attribution_text, package_dir, photo_path
 from distill.data.world_personas import make_personas
 from distill.images import decode_image, encode_png, white_pad_thumbnail
@@ -194,11 +200,11 @@ def _concept_splits(items: _Items, n_val: int | None, n_test: int | None, seed: 
     return dict(zip(concepts, assign_splits(concepts, n_val, n_test, salt=f"world-concepts-{seed}")))
 
 
-def _catalog_table(items: _Items, split_of: dict[str, str]) -> pa.Table:
+def _catalog_table(items: _Items, item_split: dict[str, str]) -> pa.Table:
     rows = sorted(items.rows, key=lambda r: r["item_id"])
     columns = {name: [r[name] for r in rows] for name in ("item_id", "image", "title", "text", "category")}
     columns["image_path"] = pa.nulls(len(rows), pa.string())
-    columns["split"] = [split_of[items.concept_of[r["item_id"]]] for r in rows]
+    columns["split"] = [item_split[r["item_id"]] for r in rows]
     return pa.table({name: columns[name] for name in CATALOG.names}, schema=CATALOG)
 
 
@@ -209,6 +215,29 @@ def _personas_table(personas: list[dict], n_val: int | None, n_test: int | None,
     ids = [p["persona_id"] for p in personas]
     splits = assign_splits(ids, n_val, n_test, salt=f"world-personas-{seed}")
     return pa.table({"persona_id": ids, "text": [p["text"] for p in personas], "split": splits}, schema=PERSONAS)
+
+
+def _other_personas_table(personas: list[dict], n_val: int | None, seed: int) -> pa.Table:
+    """Val and test only: these personas are never trained on. Default 20% val (60 of 300), the rest test."""
+    ids = [p["persona_id"] for p in personas]
+    n_val = round(len(ids) * 0.2) if n_val is None else n_val
+    splits = assign_splits(ids, n_val, len(ids) - n_val, salt=f"world-other-personas-{seed}")
+    return pa.table({"persona_id": ids, "text": [p["text"] for p in personas], "split": splits}, schema=PERSONAS)
+
+
+def write_other_personas(out_dir: str | Path, n: int = 300, seed: int = 0, n_val: int | None = None) -> dict:
+    """Write the other writers' personas (PERSONAS schema, val/test only) and their manifest to `out_dir`
+    (a world's personas-other/); also usable on its own for a world built before they existed."""
+    personas = make_other_personas(n, seed)
+    table = _other_personas_table(personas, n_val, seed)
+    manifest = personas_manifest(
+        table, "other writers: gift requests, bios and search queries (distill.data.other_personas); "
+        "never trained on", seed=seed, voices=count_by(p["voice"] for p in personas),
+        interests=count_by(k for p in personas for k in p["interests"]),
+        dislikes=count_by(p["dislike"] for p in personas if p["dislike"]),
+        tastes=count_by(p["taste"] for p in personas if p["taste"]))
+    write_personas(table, out_dir, manifest)
+    return manifest
 
 
 def _sources(info: dict, include_photos: bool, icon_sets: list[IconSet]) -> dict:
@@ -241,6 +270,9 @@ def build_world(
     groups: tuple[str, ...] = DEFAULT_GROUPS,
     include_photos: bool = True,
     rows_per_file: int = 1000,
+    heldout_drawings: float = 0.0,
+    n_other_personas: int = 300,
+    val_other_personas: int | None = None,
     overwrite: bool = False,
     progress: bool = True,
 ) -> dict:
@@ -250,8 +282,11 @@ def build_world(
     set that is not installed raises MissingEmojiSet naming the fix (`make install`). Splits are by
     concept (an emoji's code points; each photo is its own concept): `val_concepts` / `test_concepts`
     default to 15% of concepts each, personas to 10% / 20% (120 / 240 of 1200). `limit_glyphs` keeps only
-    the first N selected emoji (file order), for fast tests. The seed drives the personas and the split
-    salts; the item images do not depend on it.
+    the first N selected emoji (file order), for fast tests. `heldout_drawings` is the known-kind holdout
+    (distill.data.splits.hold_out_drawings): that share of the train concepts drawn at least twice give one
+    drawing to val or test, half each; 0 keeps every concept in one split. `n_other_personas` personas by
+    other writers go to personas-other/ (val: `val_other_personas`, default 20%; the rest test). The seed
+    drives the personas and the split salts; the item images do not depend on it.
     """
     t0 = time.perf_counter()
     designers = tuple(dict.fromkeys(designers))
@@ -275,7 +310,8 @@ def build_world(
     if include_photos:
         _add_photos(items, image_size)
     split_of = _concept_splits(items, val_concepts, test_concepts, seed)
-    table = _catalog_table(items, split_of)
+    item_split = hold_out_drawings(items.concept_of, split_of, heldout_drawings, salt=f"world-heldout-{seed}")
+    table = _catalog_table(items, item_split)
     personas = make_personas(n_personas, seed)
     ptable = _personas_table(personas, val_personas, test_personas, seed)
     sources = _sources(info, include_photos, icon_sets)
@@ -283,11 +319,14 @@ def build_world(
     per_group = count_by(items.group_of[i] for i in ids)
     per_designer = count_by(items.designer_of[i] for i in ids)
     concepts = split_counts(list(split_of.values()))
+    # val/test drawings of a concept that stays in train: the known-kind rows of the evaluation
+    known_kind = split_counts(s for i, s in item_split.items() if s != split_of[items.concept_of[i]])
+    known_kind = {s: known_kind[s] for s in ("val", "test")}
     tastes = count_by(p["taste"] for p in personas if p.get("taste"))
     summary = dict(
         kind="world", seed=seed, image_size=image_size, groups=per_group, sources=sources,
         n_items=table.num_rows, items=split_counts(table["split"].to_pylist()), designers=per_designer,
-        n_concepts=len(split_of), concepts=concepts,
+        n_concepts=len(split_of), concepts=concepts, heldout_drawings=heldout_drawings, known_kind=known_kind,
         n_categories=len(set(table["category"].to_pylist())), skipped=dict(sorted(items.skipped.items())),
         n_personas=ptable.num_rows, personas=split_counts(ptable["split"].to_pylist()),
         n_personas_with_taste=sum(tastes.values()),
@@ -298,13 +337,15 @@ def build_world(
         fsutil.write_json(cat_dir / MANIFEST, catalog_manifest(
             table, "embedded world: emoji drawn by " + ", ".join(designers) + " + packaged photos "
             "(distill.data.world)", items.skipped, files=files, groups=per_group, designers=per_designer,
-            concepts=concepts, excluded=excluded, skipped_ids=items.skipped_ids, image_size=image_size,
-            sources=sources, seed=seed,
+            concepts=concepts, heldout_drawings=heldout_drawings, known_kind=known_kind, excluded=excluded,
+            skipped_ids=items.skipped_ids, image_size=image_size, sources=sources, seed=seed,
         ))
         write_personas(ptable, tmp / WORLD_PERSONAS, personas_manifest(
             ptable, "synthetic personas: seeded Faker names/jobs + distill/data/interests.py", seed=seed,
             interests=count_by(k for p in personas for k in p["interests"]), tastes=tastes,
         ))
+        other = write_other_personas(tmp / WORLD_OTHER_PERSONAS, n_other_personas, seed, val_other_personas)
+        summary.update(n_other_personas=other["n_personas"], other_personas=other["splits"])
         fsutil.write_text(tmp / "ATTRIBUTION.md", attribution_text())
         fsutil.write_json(tmp / MANIFEST, summary)
     summary = dict(summary, out_dir=str(out_dir), seconds=round(time.perf_counter() - t0, 1))

@@ -31,7 +31,8 @@ def ensure_world(cfg: PipelineConfig) -> None:
     from distill.data.world import build_world
 
     log.info("building the embedded world in %s", catalog.parent)
-    build_world(catalog.parent, seed=cfg.world.seed, n_personas=cfg.world.n_personas, designers=cfg.world.designers)
+    build_world(catalog.parent, seed=cfg.world.seed, n_personas=cfg.world.n_personas, designers=cfg.world.designers,
+                heldout_drawings=cfg.world.heldout_drawings, n_other_personas=cfg.world.n_other_personas)
 
 
 def ensure_base_model(cfg: PipelineConfig) -> Path:

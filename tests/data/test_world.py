@@ -26,7 +26,14 @@ from distill.data.emoji_sets import (
     cldr_slug,
 )
 from distill.data.interests import MODIFIERS, VISUAL_TASTES
-from distill.data.layout import catalog_files, catalog_root, read_catalog, read_catalog_manifest, read_personas
+from distill.data.layout import (
+    catalog_files,
+    catalog_root,
+    count_by,
+    read_catalog,
+    read_catalog_manifest,
+    read_personas,
+)
 from distill.data.world import GlyphRenderer, _personas_table, build_world, parse_emoji_test, select_emoji
 from distill.data.world_assets import PHOTOS, attribution_text
 from distill.data.world_personas import make_personas
@@ -50,11 +57,24 @@ def _concept(item_id: str) -> str:
     return item_id if designer == "photo" else rest
 
 
-def _assert_concepts_in_one_split(world: Path) -> dict[str, str]:
-    split_of: dict[str, str] = {}
-    t = read_catalog(world / "catalog")
+def _assert_split_rule(world: Path) -> dict[str, str]:
+    """Every drawing of a concept shares its split, except the known-kind holdout: a train concept may give
+    exactly one drawing to val or test. Unseen-concept val/test items never share a title with train.
+    Returns concept -> the concept's split."""
+    splits_of: dict[str, list[str]] = {}
+    t = read_catalog(world / "catalog", columns=["item_id", "title", "split"])
     for item_id, split in zip(t["item_id"].to_pylist(), t["split"].to_pylist()):
-        assert split_of.setdefault(_concept(item_id), split) == split, f"{item_id} in {split}, not {split_of}"
+        splits_of.setdefault(_concept(item_id), []).append(split)
+    split_of = {}
+    for concept, splits in splits_of.items():
+        moved = [s for s in splits if s != "train"]
+        if len(set(splits)) > 1:  # a known-kind concept: train keeps all but one drawing
+            assert len(moved) == 1 and len(splits) >= 2, (concept, splits)
+        split_of[concept] = splits[0] if len(set(splits)) == 1 else "train"
+    train_titles = {ti for ti, s in zip(t["title"].to_pylist(), t["split"].to_pylist()) if s == "train"}
+    for item_id, title in zip(t["item_id"].to_pylist(), t["title"].to_pylist()):
+        if split_of[_concept(item_id)] != "train":
+            assert title not in train_titles, (item_id, title)
     return split_of
 
 
@@ -102,6 +122,7 @@ def test_world_layout_and_schemas(small_world):
     out, summary = small_world
     assert (out / "catalog" / "items" / "part-00000.parquet").is_file()
     assert (out / "personas" / "personas.parquet").is_file()
+    assert pq.read_schema(out / "personas-other" / "personas.parquet").remove_metadata() == PERSONAS
     assert (out / "ATTRIBUTION.md").is_file() and (out / "manifest.json").is_file()
     assert catalog_root(out) == out / "catalog"
     for f in catalog_files(out / "catalog"):
@@ -140,7 +161,7 @@ def test_world_splits_by_concept_exact_and_disjoint(small_world):
     assert summary["concepts"] == {"train": 24 + len(PHOTOS) - 9, "val": 4, "test": 5}
     assert summary["n_concepts"] == 24 + len(PHOTOS)
     assert summary["personas"] == {"train": 23, "val": 3, "test": 4}
-    split_of = _assert_concepts_in_one_split(out)  # test items are drawings of unseen concepts
+    split_of = _assert_split_rule(out)  # test items are unseen concepts or known-kind drawings
     assert {s: list(split_of.values()).count(s) for s in SPLITS} == summary["concepts"]
     seen = set()
     for s, n in summary["items"].items():
@@ -302,7 +323,7 @@ def test_cli_world_build(tmp_path, capsys):
 def full_world(tmp_path_factory):
     out = tmp_path_factory.mktemp("full") / "world"
     t0 = time.perf_counter()
-    summary = build_world(out, progress=False)
+    summary = build_world(out, progress=False, heldout_drawings=0.15)  # the known-kind holdout, at full size
     return out, summary, time.perf_counter() - t0
 
 
@@ -321,14 +342,18 @@ def test_full_default_world(full_world):
     assert set(summary["groups"]) == {"Objects", "Food & Drink", "Animals & Nature", "Activities",
                                       "Travel & Places", "Photos"}
     assert sum(read_catalog(out, split=s).num_rows for s in SPLITS) == n
-    split_of = _assert_concepts_in_one_split(out)
+    split_of = _assert_split_rule(out)
     assert len(split_of) == c
+    drawings = count_by(_concept(i) for i in read_catalog(out, columns=["item_id"])["item_id"].to_pylist())
+    eligible = sum(1 for k, s in split_of.items() if s == "train" and drawings[k] >= 2)
+    assert sum(summary["known_kind"].values()) == round(0.15 * eligible)
+    assert summary["other_personas"] == {"train": 0, "val": 60, "test": 240}
 
 
 @pytest.mark.slow
 def test_full_default_world_is_byte_identical(full_world, tmp_path):
     out, _, first_s = full_world
     t0 = time.perf_counter()
-    build_world(tmp_path / "again", progress=False)
+    build_world(tmp_path / "again", progress=False, heldout_drawings=0.15)
     assert _file_hashes(out) == _file_hashes(tmp_path / "again")
     assert time.perf_counter() - t0 < max(600, 3 * first_s)  # minutes on 2 cores, not tens of minutes
