@@ -107,7 +107,9 @@ class WiseSweep:
             raise ValueError("train.wise_alpha is not set")
         scored = {a: self._candidate(round_idx, a, trained_dir, trained, val_labels) for a in alphas}
         means = {a: float(np.nanmean(per_group)) for a, (_, per_group) in scored.items()}
-        best = max(alphas, key=lambda a: (means[a], -a))
+        # Means of the same agreed-pair counts differ in the last float bits with the summation order, so
+        # compare them rounded: otherwise an exact tie never reaches the tie-break.
+        best = max(alphas, key=lambda a: (round(means[a], 9), -a))
         for a, (model_dir, _) in scored.items():  # keep only the chosen interpolation on disk
             if a != best and model_dir.parent == self.candidate_dir(round_idx, a).parent:
                 shutil.rmtree(model_dir, ignore_errors=True)

@@ -137,6 +137,17 @@ def test_ties_go_to_the_alpha_closer_to_the_base(base, trained, tmp_path):
     assert choice.record["wise_alpha_chosen"] == 0.5 and choice.model_dir == sweep.candidate_dir(2, 0.5)
 
 
+
+def test_a_tie_up_to_float_summation_noise_is_still_a_tie(base, trained, tmp_path):
+    """Two alphas that agree on the same pairs can differ in the last bits of their means (seen: 3e-10)."""
+    world = _world(1)
+    sweep, heldout = _sweep(base, tmp_path, [1.0, 0.5], world)
+    labels = _teacher_labels(trained, *world)
+    heldout.val_group_agreement = lambda d, lab, items=None: np.full(lab.num_rows, 0.5874)
+    heldout.__dict__["base_group_agreement"] = np.full(labels.num_rows, 0.5)
+    choice = sweep.choose(2, trained, np.full(labels.num_rows, 0.5874 + 3e-10), labels)
+    assert choice.record["wise_alpha_chosen"] == 0.5
+
 def test_the_round_record_carries_the_sweep(tmp_path):
     ctx = SimpleNamespace(tcfg=TrainConfig(wise_alpha=[0.5, 1.0]),
                           state=RunState(teacher_id="t", sampler="aligned", best_val=0.5, base_val=0.5, rounds_done=-1))
