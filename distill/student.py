@@ -24,6 +24,7 @@ import os
 import tempfile
 import time
 from pathlib import Path
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -33,6 +34,7 @@ from distill import fsutil
 from distill.config.student import StudentSpec
 
 FORMAT_VERSION = 1
+VISUAL_FILE = "visual.safetensors"  # the image tower's weights in a saved student's directory
 OFFLINE_MODEL_NAME = "distill-effnet-lite0-minilm"
 
 
@@ -283,8 +285,16 @@ def save_student(student: Student, out_dir: str | Path, extra: dict | None = Non
         "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         **(extra or {}),
     }
+    tensors = {k: v.detach().cpu().contiguous() for k, v in visual.items()}
+    return write_student_dir(out_dir, manifest, lambda path: save_file(tensors, str(path)))
+
+
+def write_student_dir(out_dir: str | Path, manifest: dict, write_visual: Callable[[Path], None]) -> Path:
+    """A saved student's directory: `write_visual(path)` writes the image tower to VISUAL_FILE, then the manifest;
+    atomically (a temp dir renamed into place), so a reader never sees a model half written."""
+    out_dir = Path(out_dir)
     with fsutil.atomic_dir(out_dir, overwrite=True) as tmp:
-        save_file({k: v.detach().cpu().contiguous() for k, v in visual.items()}, str(tmp / "visual.safetensors"))
+        write_visual(tmp / VISUAL_FILE)
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2))
     return out_dir
 
@@ -304,7 +314,7 @@ def load_student(model_dir: str | Path, map_location: str = "cpu") -> Student:
     if manifest.get("format_version") != FORMAT_VERSION:
         raise StudentLoadError(f"{model_dir}: unsupported format_version {manifest.get('format_version')}")
     student = build_student(StudentSpec.model_validate(manifest["spec"]))
-    state = load_file(str(Path(model_dir) / "visual.safetensors"), device=map_location)
+    state = load_file(str(Path(model_dir) / VISUAL_FILE), device=map_location)
     student.model.visual.load_state_dict(state, strict=True)
     return student
 

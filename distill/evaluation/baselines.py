@@ -69,10 +69,15 @@ class _FrozenTextTowerScorer:
     """Shared by scorers whose persona side is a student's frozen text tower (`load()` sets `_student`)."""
 
     def persona_embeddings(self, persona_texts: list[str]) -> np.ndarray:
+        """Kept per scorer: every evaluation row meets the same personas with the same frozen text tower."""
         from distill.retrieval.queries import encode_texts
 
-        self.load()
-        return encode_texts(self._student, list(persona_texts))  # the one persona/query text encoder
+        cache = self.__dict__.setdefault("_persona_emb", {})
+        key = tuple(persona_texts)
+        if key not in cache:
+            self.load()
+            cache[key] = encode_texts(self._student, list(persona_texts))  # the one persona/query text encoder
+        return cache[key]
 
     def scores(self, persona_texts: list[str], item_ids: list[str], persona_batch: int = 256) -> np.ndarray:
         return cosine_scores(self, persona_texts, item_ids, persona_batch)

@@ -11,7 +11,7 @@ from torch import nn
 from distill.config.student import StudentSpec
 from distill.config.types import Trainable
 from distill.losses import BradleyTerryLoss, clip_loss, group_scores
-from distill.student import Student, build_student, read_manifest
+from distill.student import VISUAL_FILE, Student, build_student, read_manifest
 
 
 class RankingModel(nn.Module):
@@ -86,7 +86,7 @@ def load_student_for_training(model_dir: str | Path, trainable: Trainable | None
     if trainable is not None:
         spec["trainable"] = trainable
     student = build_student(StudentSpec.model_validate(spec))
-    student.model.visual.load_state_dict(load_file(str(Path(model_dir) / "visual.safetensors")), strict=True)
+    student.model.visual.load_state_dict(load_file(str(Path(model_dir) / VISUAL_FILE)), strict=True)
     if trainable is not None and trainable != manifest["spec"].get("trainable"):
         _check_forward(student, model_dir)
     return student

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from distill import fsutil
-from distill.student import read_manifest
+from distill.student import VISUAL_FILE, read_manifest, write_student_dir
 
 if TYPE_CHECKING:
     from distill.config.pipeline import PipelineConfig
@@ -100,7 +100,4 @@ def copy_model(src: Path, dst: Path, extra: dict) -> Path:
     A file copy, not load + save: rebuilding the model just to re-save it costs seconds per round.
     """
     manifest = {**read_manifest(src), **extra}
-    with fsutil.atomic_dir(dst, overwrite=True) as tmp:
-        shutil.copy2(Path(src) / "visual.safetensors", tmp / "visual.safetensors")
-        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2))
-    return dst
+    return write_student_dir(dst, manifest, lambda path: shutil.copy2(Path(src) / VISUAL_FILE, path))

@@ -13,7 +13,6 @@ interpolation never feeds back into training.
 
 from __future__ import annotations
 
-import json
 import shutil
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -23,13 +22,11 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-from distill import fsutil
-from distill.student import read_manifest
+from distill.student import VISUAL_FILE, read_manifest, write_student_dir
 from distill.train.context import RunContext, log
 from distill.train.heldout import HeldOut
 from distill.train.model import anchor_parameters
 
-VISUAL_FILE = "visual.safetensors"
 VISUAL_PREFIX = "model.visual."  # Student parameter names -> keys of the saved image tower
 
 
@@ -57,10 +54,7 @@ def interpolate_student(anchor: dict[str, torch.Tensor], trained_dir: str | Path
             raise ValueError(f"{name}: base shape {tuple(w0.shape)} != trained {tuple(w1.shape)}")
         state[key] = ((1.0 - alpha) * w0.to(w1.dtype) + alpha * w1).contiguous()
     manifest = {**read_manifest(trained_dir), **(extra or {})}
-    with fsutil.atomic_dir(Path(out_dir), overwrite=True) as tmp:
-        save_file(state, str(tmp / VISUAL_FILE))
-        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2))
-    return Path(out_dir)
+    return write_student_dir(out_dir, manifest, lambda path: save_file(state, str(path)))
 
 
 @dataclass
