@@ -21,7 +21,9 @@ from distill.train.loop import (
     RankingModel,
     fit_round,
     load_student_for_training,
+    LoopConfig,
     lr_factor,
+    optimizer_batches,
     train_step,
 )
 
@@ -133,6 +135,22 @@ def test_seeded_determinism_groups_and_first_step_loss(world):
         opt = torch.optim.AdamW([q for q in model.parameters() if q.requires_grad], lr=1e-3)
         losses.append(train_step(model, opt, _batch(1), grad_clip=1.0).loss)
     assert losses[0] == losses[1]
+
+
+@pytest.mark.parametrize("inputs", ["features", "pixels"])
+def test_optimizer_batches_are_the_stream_cut_into_steps(ray_session, inputs):
+    import ray.data
+
+    rows = [{inputs: np.full((5, 3), i, np.float32), "text_emb": np.full(4, i, np.float32)} for i in range(203)]
+    dataset = ray.data.from_items(rows)
+    cfg = LoopConfig.model_construct(batch_groups=4, inputs=inputs)
+    batches = list(optimizer_batches(dataset, cfg, torch.device("cpu")))
+    plain = list(dataset.iter_torch_batches(batch_size=4, dtypes={inputs: torch.float32, "text_emb": torch.float32}))
+    assert [len(b["text_emb"]) for b in batches] == [4] * 50 + [3]
+    assert len(batches) == len(plain)
+    for ours, theirs in zip(batches, plain, strict=True):
+        assert torch.equal(ours[inputs], theirs[inputs]) and torch.equal(ours["text_emb"], theirs["text_emb"])
+    assert torch.equal(torch.cat([b["text_emb"][:, 0] for b in batches]), torch.arange(203, dtype=torch.float32))
 
 
 @pytest.mark.slow
