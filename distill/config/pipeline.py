@@ -160,6 +160,13 @@ class TrainConfig(StrictModel):
     # every step, so the projection keeps its caption alignment; needs the feature cache (docs/training.md).
     caption_loss_weight: float = Field(0.0, ge=0.0)
     caption_batch: int = Field(64, ge=2)
+    # What the run exports. agreement: the round with the best val pair agreement (at its best wise_alpha).
+    # val_mpr: after the last round, every round x every wise_alpha (and the base) is scored by the
+    # evaluation's protocol on val personas (teacher knockouts over select_items val items and as many train
+    # items) and the best mean MPR is exported (distill/evaluation/selection.py, docs/training.md).
+    select_on: Literal["agreement", "val_mpr"] = "agreement"
+    select_personas: int = Field(80, ge=2)
+    select_items: int = Field(100, ge=10)
 
 
 class EvalConfig(StrictModel):

@@ -8,6 +8,8 @@ TorchTrainer fit on the new groups + replay, export the student, measure val agr
 teacher, then embed the train split with the new student, draw new groups (preference-aligned or
 uniform) and label them (cached). Rerunning continues a killed run; `--fresh` starts the run over
 (teacher answers stay cached in the label store). Details: docs/training.md, distill/train/.
+With `train.select_on: val_mpr` the export is then re-chosen among every round and WiSE alpha by MPR on
+val tournaments (distill/evaluation/selection.py).
 Reads: paths.labels, paths.base_model, paths.catalog, paths.personas. Writes: paths.train[-<sampler>],
 paths.distilled_model[-<sampler>].
 """
@@ -32,7 +34,12 @@ def run(cfg: PipelineConfig, args: argparse.Namespace) -> dict:
     log.info("run %s: teacher %s, %d workers, budget %s, %d rounds after round 0 -> %s", driver.paths.run_name,
              driver.teacher_id, cfg.train.num_workers, cfg.train.budget, cfg.train.rounds, driver.paths.train_dir)
     state = driver.run()
-    return {"sampler": state.sampler, "teacher_id": state.teacher_id, "rounds_done": state.rounds_done,
+    selection = {}
+    if cfg.train.select_on == "val_mpr":  # the export is re-chosen by the test's protocol on val
+        from distill.evaluation.selection import select_on_val
+
+        selection = {"selection": select_on_val(cfg, cfg.sampler.kind)}
+    return {**selection, "sampler": state.sampler, "teacher_id": state.teacher_id, "rounds_done": state.rounds_done,
             "base_val_agreement": state.base_val, "best_val_agreement": state.best_val,
             "best_round": state.best_round, "teacher_calls": state.teacher_calls, "stopped": state.stopped,
             "distilled_model": str(driver.paths.distilled_model), "results": str(driver.paths.results)}

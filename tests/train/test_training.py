@@ -18,10 +18,10 @@ from distill.train.data import (
 )
 from distill.train.groups import new_groups_budget, replay_rows
 from distill.train.loop import (
+    LoopConfig,
     RankingModel,
     fit_round,
     load_student_for_training,
-    LoopConfig,
     lr_factor,
     optimizer_batches,
     train_step,

@@ -1,0 +1,198 @@
+"""Which model a run exports, chosen on val by the test's own protocol (`train.select_on: val_mpr`).
+
+The round driver picks its export by pair agreement on uniform val groups (train/heldout.py): how well a
+model orders five random items. The product is judged by where the teacher's favourite lands in a whole
+pool (MPR), and the two disagree: agreement keeps preferring the fully fine-tuned projection while MPR and
+hubness on unseen people prefer one pulled back towards the base (docs/training.md "Choosing on val").
+So this plays the evaluation's protocol on val: the first `train.select_personas` val personas, a
+teacher knockout over a seeded pool of val items and one over a pool of train items (the evaluation
+rows "new/known kinds" and "your catalog", on people no test row uses), and scores every candidate by
+its mean winner percentile over both pools.
+
+Candidates: every round's trained projection W1, each at every `train.wise_alpha` (W = (1 - a) W0 +
+a W1, a = 1 always included), and the base itself (a = 0): a run whose distillation does not help on
+val exports the base and says so. Ties go to the earlier round and the smaller alpha. Tournaments are
+cached in the label store, so a rerun sends no teacher call twice. Writes `selection.parquet` (every
+candidate's val MPR per pool, its hubness) and `selection.json` (the choice) into the train dir and
+copies the chosen model to the run's export (`paths.distilled_model`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from distill.config.pipeline import PipelineConfig
+from distill.evaluation.hubness import score_hubness
+from distill.evaluation.metrics import winner_percentiles
+from distill.evaluation.rows import split_personas
+from distill.evaluation.tournament import tournament_pool
+
+log = logging.getLogger(__name__)
+
+SELECTION_TABLE, SELECTION_JSON = "selection.parquet", "selection.json"
+POOL_SPLITS = {"val_items": "val", "train_items": "train"}  # val pool name -> the catalog split it draws from
+
+Embed = Callable[[str], tuple[list[str], np.ndarray]]  # catalog split -> (item ids, image embeddings)
+
+
+@dataclass
+class ValPool:
+    name: str
+    split: str
+    items: list[str]
+    winner_idx: np.ndarray  # [P] column of each val persona's teacher winner in `items`
+
+
+@dataclass
+class Candidate:
+    round: int  # -1: the base
+    alpha: float
+    model_dir: Path
+    mpr: dict[str, float]  # per pool
+    hubness: dict[str, dict]  # per pool
+
+    @property
+    def val_mpr(self) -> float:
+        return float(np.mean(list(self.mpr.values())))
+
+    def row(self) -> dict:
+        out = {"round": self.round, "alpha": self.alpha, "val_mpr": self.val_mpr}
+        for pool, value in self.mpr.items():
+            out[f"mpr_{pool}"] = value
+            out[f"max_share_{pool}"] = self.hubness[pool]["max_share"]
+            out[f"distinct_{pool}"] = self.hubness[pool]["distinct"]
+        return out
+
+
+class ValTournaments:
+    """The val personas, their text embeddings and the teacher's winner in every val pool."""
+
+    def __init__(self, persona_ids: list[str], text_emb: np.ndarray, pools: list[ValPool]):
+        self.persona_ids, self.text_emb, self.pools = persona_ids, text_emb, pools
+
+    @classmethod
+    def play(cls, cfg: PipelineConfig, store, text_emb: dict[str, np.ndarray], progress: bool = True,
+             persona_split: str = "val", pool_splits: dict[str, str] | None = None):
+        """Knockouts for the first `train.select_personas` personas of `persona_split` over each pool of
+        `train.select_items` items (cached in `store`). The defaults are the val selection's."""
+        from distill.evaluation.run import play_tournament
+
+        tcfg = cfg.train
+        ids, _ = split_personas(cfg.path("personas"), persona_split, tcfg.select_personas)
+        ids = [p for p in ids if p in text_emb]
+        pools = []
+        for name, split in (pool_splits or POOL_SPLITS).items():
+            items, _ = tournament_pool(cfg.path("catalog"), split, tcfg.select_items, cfg.evaluate.seed)
+            result = play_tournament(cfg, ids, items, cfg.evaluate.variant, store, progress)
+            col = {item: j for j, item in enumerate(items)}
+            kept = [p for p in ids if p in result.winners]
+            if len(kept) < len(ids):
+                log.warning("val pool %s: %d of %d personas have no winner (teacher answers dropped)", name,
+                            len(ids) - len(kept), len(ids))
+            pools.append((name, split, items, {p: col[result.winners[p]] for p in kept}))
+        common = [p for p in ids if all(p in winners for *_, winners in pools)]
+        if not common:
+            raise ValueError("no val persona has a teacher winner in every val pool: nothing to select on")
+        return cls(common, np.stack([text_emb[p] for p in common]),
+                   [ValPool(n, s, items, np.array([w[p] for p in common])) for n, s, items, w in pools])
+
+    def score(self, embed: Embed) -> tuple[dict[str, float], dict[str, dict]]:
+        """(MPR per pool, hubness per pool) of the model behind `embed`."""
+        mpr, hub = {}, {}
+        for pool in self.pools:
+            item_ids, item_emb = embed(pool.split)
+            row = {item: i for i, item in enumerate(item_ids)}
+            missing = [item for item in pool.items if item not in row]
+            if missing:
+                raise ValueError(f"val pool {pool.name}: {len(missing)} items the model did not embed, "
+                                 f"e.g. {missing[0]}")
+            scores = self.text_emb @ item_emb[[row[item] for item in pool.items]].T
+            mpr[pool.name] = float(winner_percentiles(scores, pool.winner_idx).mean())
+            hub[pool.name] = score_hubness(scores, pool.items)
+        return mpr, hub
+
+
+def best_candidate(candidates: list[Candidate]) -> Candidate:
+    """The highest val MPR; ties (to 1e-9) go to the base, then the earlier round, then the smaller alpha."""
+    return max(candidates, key=lambda c: (round(c.val_mpr, 9), -c.round, -c.alpha))
+
+
+def select_on_val(cfg: PipelineConfig, sampler: str | None = None, progress: bool = True) -> dict:
+    """Score the run's candidates on val tournaments, export the best, write the selection artifacts."""
+    from distill.train.context import RunContext
+
+    ctx = RunContext(cfg, sampler, progress)
+    tournaments = ValTournaments.play(cfg, ctx.store, ctx.text_emb, progress)
+    return choose_export(ctx, tournaments, cfg.train.wise_alpha or [])
+
+
+def choose_export(ctx, tournaments: ValTournaments, wise_alpha: list[float]) -> dict:
+    """Score the base and every round at every alpha (1 always) of a run (`ctx`: a RunContext) on
+    `tournaments`, export the best to the run's `distilled_model`, write the selection artifacts."""
+    from distill.train.model import anchor_parameters
+    from distill.train.wise import interpolate_student
+
+    alphas = sorted(set(wise_alpha) - {0.0} | {1.0})  # alpha 0 is the base, scored once
+    anchor = anchor_parameters(ctx.base_model, ctx.tcfg.trainable) if alphas != [1.0] else {}
+    candidates = [_candidate(tournaments, ctx, -1, 0.0, ctx.base_model)]
+    with tempfile.TemporaryDirectory(prefix="distill-select-") as tmp:
+        for r in range(ctx.state.rounds_done + 1):
+            trained = ctx.paths.round_model(r)
+            if not (trained / "manifest.json").exists():
+                continue
+            for a in alphas:
+                model_dir = trained if a == 1.0 else interpolate_student(
+                    anchor, trained, a, Path(tmp) / f"r{r}-a{a:g}", {"role": "selected", "round": r, "wise_alpha": a})
+                candidates.append(_candidate(tournaments, ctx, r, a, model_dir))
+        best = best_candidate(candidates)
+        _export(best, ctx.paths.distilled_model)
+    return _write(ctx.paths.train_dir, candidates, best, tournaments)
+
+
+def _candidate(tournaments: ValTournaments, ctx, round_idx: int, alpha: float, model_dir: Path) -> Candidate:
+    mpr, hub = tournaments.score(lambda split: ctx.embed(model_dir, split))
+    candidate = Candidate(round_idx, alpha, Path(model_dir), mpr, hub)
+    log.info("val selection: %s alpha %g: val MPR %.2f (%s)", "base" if round_idx < 0 else f"round {round_idx}",
+             alpha, candidate.val_mpr, ", ".join(f"{k} {v:.2f}" for k, v in mpr.items()))
+    return candidate
+
+
+def _export(best: Candidate, out_dir: Path) -> None:
+    """Copy the chosen model over the run's export, atomically (a half-copied export is never read)."""
+    out_dir = Path(out_dir)
+    staging = out_dir.with_name(out_dir.name + ".selecting")
+    shutil.rmtree(staging, ignore_errors=True)
+    shutil.copytree(best.model_dir, staging)
+    manifest_path = staging / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    manifest.update({"selected_on": "val_mpr", "selected_round": best.round, "selected_alpha": best.alpha,
+                     "selected_val_mpr": best.val_mpr})
+    manifest_path.write_text(json.dumps(manifest, indent=2))
+    old = out_dir.with_name(out_dir.name + ".replaced")
+    shutil.rmtree(old, ignore_errors=True)
+    if out_dir.exists():
+        out_dir.rename(old)
+    staging.rename(out_dir)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _write(train_dir: Path, candidates: list[Candidate], best: Candidate, tournaments: ValTournaments) -> dict:
+    pq.write_table(pa.Table.from_pylist([c.row() for c in candidates]), Path(train_dir) / SELECTION_TABLE)
+    choice = {"selected_on": "val_mpr", "round": best.round, "alpha": best.alpha, "val_mpr": best.val_mpr,
+              "mpr": best.mpr, "base_val_mpr": candidates[0].val_mpr, "val_personas": len(tournaments.persona_ids),
+              "pools": {p.name: len(p.items) for p in tournaments.pools}, "candidates": len(candidates)}
+    (Path(train_dir) / SELECTION_JSON).write_text(json.dumps(choice, indent=2))
+    what = "the base" if best.round < 0 else f"round {best.round} at alpha {best.alpha:g}"
+    log.info("val selection: %s, val MPR %.2f (base %.2f) over %d val personas", what, best.val_mpr,
+             candidates[0].val_mpr, len(tournaments.persona_ids))
+    return choice
