@@ -256,6 +256,23 @@ class IndexConfig(StrictModel):
     keep_versions: int = Field(3, ge=2)  # older index versions are pruned (CURRENT and the previous stay)
 
 
+class QueryLogConfig(StrictModel):
+    """Every answered /search as one row of append-only Parquet parts (distill/querylog/, docs/flywheel.md)."""
+
+    enabled: bool = False  # off: nothing is logged and no writer thread runs
+    # Each Api replica writes its own parts here. {workdir} and the paths.* names expand like paths.*; a relative
+    # path is relative to the working directory of the process, as the other paths are.
+    directory: str = "{workdir}/query_log"
+    max_rows_per_part: int = Field(10_000, ge=1)  # a part is written when it holds this many rows ...
+    flush_s: float = Field(60.0, gt=0)  # ... or when its oldest row is this old, and on shutdown
+    # Rows waiting for the writer thread; a request never waits for the disk: a row that finds the queue full
+    # is dropped and counted (dropped_full on /status).
+    queue_size: int = Field(10_000, ge=1)
+    sample_rate: float = Field(1.0, ge=0, le=1)  # share of searches logged (a seeded draw per request)
+    seed: int = 0  # of the sampling draws, mixed with the replica's id so replicas do not draw alike
+    retention_days: float | None = Field(30.0, gt=0)  # parts older than this are deleted; null: kept forever
+
+
 class ServeConfig(StrictModel):
     """The Ray Serve retriever (`serve/`, docs/serving.md); its HTTP address is Serve's `http_options`, not a key."""
 
@@ -279,6 +296,7 @@ class ServeConfig(StrictModel):
         default_factory=lambda: ["png", "jpeg", "webp"], min_length=1)  # accepted upload formats; others 415
     conversation_rule: Literal["recency", "concat"] = "recency"  # how a conversation's user turns become one vector
     joint_weight: float = Field(0.5, ge=0, le=1)  # composed query: w * composed + (1 - w) * teacher description
+    query_log: QueryLogConfig = Field(default_factory=QueryLogConfig)
 
     @model_validator(mode="before")
     @classmethod
