@@ -357,6 +357,12 @@ class PipelineConfig(StrictModel):
         cache = str(self.path("embed_cache")) if self.embed.cache else None
         return {"in_process_max": self.embed.in_process_max, "cache_dir": cache}
 
+    def serve_config(self) -> ServeConfig:
+        """The `serve` section with serve.query_log.directory expanded as `path` expands paths.* entries."""
+        query_log = self.serve.query_log.model_copy(
+            update={"directory": str(self.path(self.serve.query_log.directory))})
+        return self.serve.model_copy(update={"query_log": query_log})
+
     def path(self, name: str) -> Path:
         """Resolve a PathsConfig entry (or IndexConfig.model), expanding {workdir} and other path names."""
         values = self.paths.model_dump()
