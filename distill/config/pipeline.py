@@ -31,6 +31,7 @@ class PathsConfig(StrictModel):
     eval: str = "{workdir}/eval"
     index: str = "{workdir}/index"
     embed_cache: str = "{workdir}/cache/embeddings"  # catalog embeddings per (model, catalog, split)
+    query_personas: str = "{workdir}/query_personas"  # `distill queries import`: the query log as personas
 
 
 class WorldConfig(StrictModel):
@@ -326,6 +327,29 @@ class RerankConfig(StrictModel):
     num_gpus: float = Field(0.0, ge=0)  # its GPUs: 1 for an in-process vllm teacher
 
 
+class QueryImportConfig(StrictModel):
+    """`distill queries import`: the query log (serve.query_log) as a personas table (docs/flywheel.md)."""
+
+    # Junk, counted by reason in the manifest. Lengths count characters of the whitespace-normalised text, in any
+    # script (lower min_chars for logs mostly in Chinese or Japanese, where a few characters say a lot).
+    min_chars: int = Field(8, ge=1)
+    max_chars: int = Field(1000, ge=1)
+    # Letters and combining marks (Unicode categories L*, M*) among the non-space characters; below it: not_text.
+    min_letter_share: float = Field(0.5, ge=0, le=1)
+    # Shares of distinct queries per split, by a stable hash of the normalised text: a query never changes split.
+    val_share: float = Field(0.1, ge=0, le=1)
+    test_share: float = Field(0.2, ge=0, le=1)
+    salt: str = "query-personas"  # of the split hash; another salt draws other splits
+
+    @model_validator(mode="after")
+    def _check(self):
+        if self.min_chars > self.max_chars:
+            raise ValueError(f"min_chars {self.min_chars} is above max_chars {self.max_chars}")
+        if self.val_share + self.test_share > 1:
+            raise ValueError(f"val_share + test_share = {self.val_share + self.test_share} is above 1")
+        return self
+
+
 class PipelineConfig(StrictModel):
     """One run's configuration, a section per stage, in pipeline order."""
 
@@ -351,6 +375,8 @@ class PipelineConfig(StrictModel):
     index: IndexConfig = Field(default_factory=IndexConfig)
     serve: ServeConfig = Field(default_factory=ServeConfig)
     rerank: RerankConfig = Field(default_factory=RerankConfig, description="teacher re-ranking at query time (serve)")
+    queries: QueryImportConfig = Field(default_factory=QueryImportConfig,
+                                       description="the query log as personas (distill queries import)")
 
     def embed_options(self) -> dict:
         """embed_catalog keyword arguments of the `embed` section (in-process threshold, cache dir)."""

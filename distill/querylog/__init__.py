@@ -3,6 +3,7 @@
     masking.py  e-mail addresses, phone and card numbers (Luhn) masked before anything is written
     record.py   `QueryRecord` (what the Serve ingress hands over) and its masked row (schema distill.schemas.QUERY_LOG)
     writer.py   `QueryLogWriter`: bounded queue, background thread, atomic parts, counters, retention
+    personas.py the log as a personas table (`distill queries import`): dedup, junk, stable splits
 """
 
 from distill.querylog.masking import mask_text
