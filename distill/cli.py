@@ -1,4 +1,5 @@
-"""The `distill` command: the pipeline's stages, data import, the embedded world, alignment, config checks.
+"""The `distill` command: the pipeline's stages, data import, the embedded world, alignment, config checks,
+and `distill queries import` (the query log as personas).
 
 `distill label|train|evaluate|index` run the same `Stage` as `ray job submit -- python ray_jobs/<stage>.py`
 (distill/jobs.py): on a cluster head they join the running cluster, elsewhere they start a local Ray.
@@ -56,6 +57,25 @@ def _add_stage_commands(sub) -> None:
         p.set_defaults(func=lambda args, stage=stage: execute(stage, args))
 
 
+def _add_queries_commands(sub) -> None:
+    """`distill queries import`: a stage (distill/stages/queries.py) under a command group, like the data verbs."""
+    from distill.jobs import build_parser as build_stage_parser
+    from distill.jobs import execute
+    from distill.stages.queries import STAGE
+
+    group = sub.add_parser("queries", help="the retriever's query log (docs/flywheel.md)")
+    group.set_defaults(func=lambda args: _usage(group))
+    p = group.add_subparsers(dest="queries_command").add_parser(
+        "import", help=STAGE.help, description=STAGE.description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    build_stage_parser(STAGE, p)
+    p.set_defaults(func=lambda args: execute(STAGE, args))
+
+
+def _usage(parser: argparse.ArgumentParser) -> int:
+    parser.print_help(sys.stderr)
+    return 2
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="distill", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -63,6 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
     from distill.data.cli import add_data_commands
 
     add_data_commands(sub)
+    _add_queries_commands(sub)
 
     p = sub.add_parser("align", help="caption-align the student's image tower on item titles (the base model)")
     add_config_arguments(p)

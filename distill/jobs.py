@@ -61,6 +61,7 @@ class Stage:
     # Checks of the inputs before Ray starts; FileNotFoundError/ValueError here is a bad invocation (exit 2).
     preflight: Callable[[PipelineConfig, argparse.Namespace], None] = lambda cfg, args: None
     help: str = ""
+    uses_ray: bool = True  # False: the stage is plain file work in this process, and no Ray is started or joined
 
 
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:
@@ -124,7 +125,8 @@ def execute(stage: Stage, args: argparse.Namespace) -> int:
     worker_env = apply_hub_mode(cfg)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     started = time.time()
-    init_ray(worker_env)
+    if stage.uses_ray:
+        init_ray(worker_env)
     try:
         summary = stage.run(cfg, args)
     except (*STAGE_ERRORS, _incomplete_labels()) as err:

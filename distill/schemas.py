@@ -85,6 +85,29 @@ LABEL_ERRORS = pa.schema(
     ]
 )
 
+# One answered /search, as the Serve ingress logs it (distill/querylog/, docs/flywheel.md "Query log"). Text is
+# masked before it is written (e-mail addresses, phone and card numbers); an uploaded image is only its sha256.
+# Never in a row: the API key, any header, the client's address.
+QUERY_LOG = pa.schema(
+    [
+        pa.field("ts", pa.timestamp("us", tz="UTC"), nullable=False),  # when the request arrived
+        pa.field("kind", pa.string(), nullable=False),  # "text", "conversation" or "composed"
+        pa.field("text", pa.string()),  # kind text: the query (a persona-like description)
+        # kind conversation: every turn, oldest first (the student reads the user turns, the teacher all)
+        pa.field("turns", pa.list_(pa.struct([pa.field("role", pa.string()), pa.field("content", pa.string())]))),
+        pa.field("modification", pa.string()),  # kind composed: the change asked for
+        pa.field("reference_item", pa.string()),  # kind composed: the catalog item it starts from ...
+        pa.field("reference_image_sha256", pa.string()),  # ... or the sha256 (hex) of the uploaded image's bytes
+        pa.field("index_version", pa.string(), nullable=False),
+        pa.field("k", pa.int32(), nullable=False),  # results asked for
+        pa.field("item_ids", pa.list_(pa.string()), nullable=False),  # returned, best first
+        pa.field("scores", pa.list_(pa.float32()), nullable=False),  # the student's score of each
+        pa.field("rerank_asked", pa.bool_(), nullable=False),
+        pa.field("reranked", pa.bool_(), nullable=False),  # the teacher's order was used
+        pa.field("latency_ms", pa.float32(), nullable=False),  # as the response's took_ms
+    ]
+)
+
 # Image embeddings written by the index job and by the sampler's scoring pass.
 def embeddings_schema(dim: int) -> pa.Schema:
     return pa.schema(

@@ -39,7 +39,7 @@ def main(argv=None) -> int:
     serve.start(http_options={"host": args.host, "port": args.port})
     # Fractional CPUs: three deployments share the 2-core embedded cluster.
     # rerank.enabled in the config (or --set rerank.enabled=true) adds the teacher at query time.
-    serve.run(app.compose(str(cfg.path("index")), cfg.serve, actor_options={"num_cpus": 0.25},
+    serve.run(app.compose(str(cfg.path("index")), cfg.serve_config(), actor_options={"num_cpus": 0.25},
                           rerank=cfg.rerank, teacher=cfg.teacher),
               name="retriever", route_prefix="/", logging_config={"enable_access_log": False})
     url = f"http://{args.host}:{args.port}"

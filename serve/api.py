@@ -27,6 +27,7 @@ from ray.serve.handle import DeploymentHandle
 
 from distill import index as idx
 from distill.config.pipeline import RerankConfig, ServeConfig
+from distill.querylog import QueryLogWriter
 from serve.auth import API_KEY_HEADER, install_guards, read_api_key
 from serve.backends import LocalBackend, RemoteBackend
 from serve.search import NON_BLANK, SearchResponse, WholeNumber, clean_errors, search_request_model
@@ -78,6 +79,19 @@ class Health(BaseModel):
     version: str
 
 
+class QueryLogCounters(BaseModel):
+    """This replica's query log (serve.query_log, docs/flywheel.md): rows written, and rows dropped by reason."""
+
+    logged: int = Field(description="rows in written parts")
+    dropped_full: int = Field(description="rows dropped because the writer's queue was full")
+    dropped_error: int = Field(description="rows dropped because they could not be built or their part written")
+    dropped_closed: int = Field(description="rows of searches answered while the replica shut down")
+    sampled_out: int = Field(description="searches left out by serve.query_log.sample_rate")
+    parts: int = Field(description="Parquet parts written")
+    expired_parts: int = Field(description="parts deleted after serve.query_log.retention_days")
+    queued: int = Field(description="rows waiting for the writer thread")
+
+
 class ServiceStatus(BaseModel):
     """The served index and model in detail (behind the API key when one is configured)."""
 
@@ -91,6 +105,7 @@ class ServiceStatus(BaseModel):
     created_at: str
     pinned: str | None
     swap_error: str | None
+    query_log: QueryLogCounters | None = Field(None, description="null while serve.query_log.enabled is false")
 
 
 class Problem(BaseModel):
@@ -153,6 +168,7 @@ class Api:
         self.backend = (RemoteBackend(encoder, index, reranker) if encoder is not None
                         else LocalBackend(index_dir, self.settings, rerank_settings))
         self.api_key = read_api_key(self.settings.api_key_env)
+        self.query_log = QueryLogWriter.from_config(self.settings.query_log, _replica_id())
         self.versions = VersionTracker(index_dir, self.settings.version_poll_s, self._prepare)
         # The schema declares `dimensions` as this; a later version of another dimension is still checked.
         self.embed_dim = int(idx.read_index_manifest(index_dir, self.versions.active)["embed_dim"])
@@ -163,6 +179,12 @@ class Api:
 
     def __serve_build_asgi_app__(self):
         return create_api(self)
+
+    def __del__(self):
+        """Serve's graceful shutdown: the query log writes the rows it holds before the replica goes."""
+        writer = getattr(self, "query_log", None)
+        if writer is not None:
+            writer.close(timeout=10)
 
     def check_health(self) -> None:
         self.backend.check_health()
@@ -265,7 +287,9 @@ def _add_page_and_health(app: FastAPI, api: Api, keyed: list, auth_errors: tuple
             info = await api.info(version)
         except Exception as err:  # noqa: BLE001
             raise HTTPException(503, f"index unavailable: {err}") from None
-        return ServiceStatus(**info, pinned=api.versions.pinned, swap_error=api.versions.swap_error)
+        counters = QueryLogCounters(**api.query_log.stats()) if api.query_log is not None else None
+        return ServiceStatus(**info, pinned=api.versions.pinned, swap_error=api.versions.swap_error,
+                             query_log=counters)
 
     @app.get("/v1/models", response_model=ModelList, dependencies=keyed, responses=documented(*auth_errors))
     async def models() -> ModelList:
@@ -341,6 +365,14 @@ def _validation_message(errors: list[dict]) -> str:
 def _field_errors(errors: list[dict]) -> list[FieldError]:
     return [FieldError(loc=[str(p) for p in e.get("loc", ())], msg=str(e.get("msg")), type=str(e.get("type")))
             for e in errors]
+
+
+def _replica_id() -> str | None:
+    """Serve's id of this replica (the query log's part names); None outside a replica."""
+    try:
+        return serve.get_replica_context().replica_id.unique_id
+    except Exception:  # noqa: BLE001 - the writer falls back to host and process id
+        return None
 
 
 def _encode_vector(vec: np.ndarray, fmt: str):

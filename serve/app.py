@@ -25,6 +25,7 @@ from pydantic import BaseModel, ConfigDict
 from distill import index as idx
 from distill.config.pipeline import RerankConfig, ServeConfig, load_pipeline_config
 from distill.config.teacher import TeacherConfig
+from distill.querylog.writer import expanded_directory
 from serve.api import Api
 from serve.deployments import ImageIndex, QueryEncoder
 from serve.reranker import Reranker
@@ -51,6 +52,8 @@ def compose(index_dir: str, cfg: ServeConfig, actor_options: dict | None = None,
     if not (Path(index_dir) / idx.CURRENT).exists():
         raise FileNotFoundError(f"{index_dir} has no {idx.CURRENT} pointer: build the index first "
                                 "(python ray_jobs/index.py --config ...)")
+    if cfg.query_log.enabled:
+        expanded_directory(cfg.query_log)  # an unexpanded {workdir} fails here, not in every replica
     opts = dict(actor_options or {})
 
     def with_opts(dep, extra=None):
@@ -98,4 +101,4 @@ def build_app(args: dict):
     override("teacher", parsed.teacher)
     cfg = load_pipeline_config(parsed.config, overrides)
     index_dir = parsed.index_dir or str(cfg.path("index"))
-    return compose(index_dir, cfg.serve, rerank=cfg.rerank, teacher=cfg.teacher)
+    return compose(index_dir, cfg.serve_config(), rerank=cfg.rerank, teacher=cfg.teacher)

@@ -6,13 +6,17 @@
     3. the student's query vector (QueryEncoder: distill.retrieval.queries.encode_queries) and the index's top
        max(k, rerank.k) when a re-rank is asked
     4. `"rerank": true`: the teacher re-orders the top rerank.k in what is left of the budget
-Teacher trouble of any kind leaves the student's order with `reranked: false` and the reason: never a 5xx.
+    5. serve.query_log: the answered search becomes one queued row (distill.querylog; an upload as its sha256)
+Teacher trouble of any kind leaves the student's order with `reranked: false` and the reason: never a 5xx;
+query log trouble of any kind is counted on /status and never touches the answer.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
+from datetime import datetime, timezone
 from typing import TYPE_CHECKING
 from urllib.parse import quote
 
@@ -20,6 +24,7 @@ from fastapi import HTTPException
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 
+from distill.querylog import QueryRecord, image_sha256
 from distill.retrieval import queries as qmod
 from serve import uploads
 from serve.search import SearchHit, SearchResponse, TeacherInfo
@@ -27,6 +32,7 @@ from serve.search import SearchHit, SearchResponse, TeacherInfo
 if TYPE_CHECKING:
     from distill.config.pipeline import ServeConfig
 
+log = logging.getLogger(__name__)
 HOP_GRACE_S = 5.0  # on top of the budget, for a Reranker deployment that does not answer at all
 
 
@@ -67,13 +73,13 @@ async def _teacher_call(coro, budget: float):
 
 
 async def run_search(api, body, root: str) -> SearchResponse:
-    t0 = time.perf_counter()
+    t0, started = time.perf_counter(), datetime.now(timezone.utc)
     cfg, backend, rr = api.settings, api.backend, api.rerank_cfg
     q = to_query(body.query)
     version = await api.versions.current()
     deadline = t0 + (rr.budget_s if rr else 0.0)
     teacher_ms, cached, tokens = 0.0, True, None
-    reference = image = description = desc_reason = None
+    reference = image = description = desc_reason = upload_sha = None
     if isinstance(q, qmod.ComposedQuery):
         if q.reference_item is not None:
             reference = await _backend("index", backend.vector(q.reference_item, version))
@@ -82,6 +88,8 @@ async def run_search(api, body, root: str) -> SearchResponse:
                                          f"(not in index {version})")
         else:
             image, raw = await _decode_upload(q.reference_image, cfg)
+            if api.query_log is not None:  # off the event loop: an upload may have megabytes
+                upload_sha = await asyncio.to_thread(image_sha256, raw)
         if rr is None:
             desc_reason = "teacher descriptions are off (rerank.enabled: false): the composed query alone"
         else:
@@ -131,8 +139,30 @@ async def run_search(api, body, root: str) -> SearchResponse:
                           prompt_tokens=tokens) if asked else None
     scorer = (f"joint(w={cfg.joint_weight:g})" if description else "student") + ("+teacher-rerank" if reranked else "")
     results = [SearchHit(**h, image_url=f"{root}/items/{quote(h['item_id'], safe='')}/image") for h in hits]
-    return SearchResponse(query=body.query if isinstance(body.query, str) else qmod.query_text(q), kind=q.kind,
-                          k=body.k, version=version, results=results, scorer=scorer, reranked=reranked,
-                          rerank_reason=reason if wants else None, description=description,
-                          description_reason=desc_reason, teacher=teacher,
-                          took_ms=round((time.perf_counter() - t0) * 1000, 2))
+    response = SearchResponse(query=body.query if isinstance(body.query, str) else qmod.query_text(q), kind=q.kind,
+                              k=body.k, version=version, results=results, scorer=scorer, reranked=reranked,
+                              rerank_reason=reason if wants else None, description=description,
+                              description_reason=desc_reason, teacher=teacher,
+                              took_ms=round((time.perf_counter() - t0) * 1000, 2))
+    log_search(api.query_log, q, response, started, wants, upload_sha)
+    return response
+
+
+def log_search(writer, q, response: SearchResponse, started: datetime, rerank_asked: bool,
+               upload_sha: str | None) -> None:
+    """Queue the query log's row of an answered search (serve.query_log); never raises into the request.
+
+    Only the query's own parts go in: nothing of the HTTP request (headers, the API key, the client's address)."""
+    if writer is None or not writer.sampled():
+        return
+    try:
+        writer.submit(QueryRecord(
+            ts=started, kind=q.kind, index_version=response.version, k=response.k,
+            item_ids=[h.item_id for h in response.results], scores=[h.score for h in response.results],
+            latency_ms=response.took_ms, rerank_asked=rerank_asked, reranked=response.reranked,
+            text=getattr(q, "text", None), turns=[(t.role, t.content) for t in getattr(q, "turns", [])],
+            modification=getattr(q, "modification", None), reference_item=getattr(q, "reference_item", None),
+            reference_image_sha256=upload_sha))
+    except Exception as err:  # noqa: BLE001 - the answer stands; the lost row is counted
+        writer.count_error()
+        log.warning("query log: the row of a %s search could not be queued (%s: %s)", q.kind, type(err).__name__, err)

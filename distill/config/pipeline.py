@@ -31,6 +31,7 @@ class PathsConfig(StrictModel):
     eval: str = "{workdir}/eval"
     index: str = "{workdir}/index"
     embed_cache: str = "{workdir}/cache/embeddings"  # catalog embeddings per (model, catalog, split)
+    query_personas: str = "{workdir}/query_personas"  # `distill queries import`: the query log as personas
 
 
 class WorldConfig(StrictModel):
@@ -263,6 +264,23 @@ class IndexConfig(StrictModel):
     keep_versions: int = Field(3, ge=2)  # older index versions are pruned (CURRENT and the previous stay)
 
 
+class QueryLogConfig(StrictModel):
+    """Every answered /search as one row of append-only Parquet parts (distill/querylog/, docs/flywheel.md)."""
+
+    enabled: bool = False  # off: nothing is logged and no writer thread runs
+    # Each Api replica writes its own parts here. {workdir} and the paths.* names expand like paths.*; a relative
+    # path is relative to the working directory of the process, as the other paths are.
+    directory: str = "{workdir}/query_log"
+    max_rows_per_part: int = Field(10_000, ge=1)  # a part is written when it holds this many rows ...
+    flush_s: float = Field(60.0, gt=0)  # ... or when its oldest row is this old, and on shutdown
+    # Rows waiting for the writer thread; a request never waits for the disk: a row that finds the queue full
+    # is dropped and counted (dropped_full on /status).
+    queue_size: int = Field(10_000, ge=1)
+    sample_rate: float = Field(1.0, ge=0, le=1)  # share of searches logged (a seeded draw per request)
+    seed: int = 0  # of the sampling draws, mixed with the replica's id so replicas do not draw alike
+    retention_days: float | None = Field(30.0, gt=0)  # parts older than this are deleted; null: kept forever
+
+
 class ServeConfig(StrictModel):
     """The Ray Serve retriever (`serve/`, docs/serving.md); its HTTP address is Serve's `http_options`, not a key."""
 
@@ -286,6 +304,7 @@ class ServeConfig(StrictModel):
         default_factory=lambda: ["png", "jpeg", "webp"], min_length=1)  # accepted upload formats; others 415
     conversation_rule: Literal["recency", "concat"] = "recency"  # how a conversation's user turns become one vector
     joint_weight: float = Field(0.5, ge=0, le=1)  # composed query: w * composed + (1 - w) * teacher description
+    query_log: QueryLogConfig = Field(default_factory=QueryLogConfig)
 
     @model_validator(mode="before")
     @classmethod
@@ -315,6 +334,29 @@ class RerankConfig(StrictModel):
     num_gpus: float = Field(0.0, ge=0)  # its GPUs: 1 for an in-process vllm teacher
 
 
+class QueryImportConfig(StrictModel):
+    """`distill queries import`: the query log (serve.query_log) as a personas table (docs/flywheel.md)."""
+
+    # Junk, counted by reason in the manifest. Lengths count characters of the whitespace-normalised text, in any
+    # script (lower min_chars for logs mostly in Chinese or Japanese, where a few characters say a lot).
+    min_chars: int = Field(8, ge=1)
+    max_chars: int = Field(1000, ge=1)
+    # Letters and combining marks (Unicode categories L*, M*) among the non-space characters; below it: not_text.
+    min_letter_share: float = Field(0.5, ge=0, le=1)
+    # Shares of distinct queries per split, by a stable hash of the normalised text: a query never changes split.
+    val_share: float = Field(0.1, ge=0, le=1)
+    test_share: float = Field(0.2, ge=0, le=1)
+    salt: str = "query-personas"  # of the split hash; another salt draws other splits
+
+    @model_validator(mode="after")
+    def _check(self):
+        if self.min_chars > self.max_chars:
+            raise ValueError(f"min_chars {self.min_chars} is above max_chars {self.max_chars}")
+        if self.val_share + self.test_share > 1:
+            raise ValueError(f"val_share + test_share = {self.val_share + self.test_share} is above 1")
+        return self
+
+
 class PipelineConfig(StrictModel):
     """One run's configuration, a section per stage, in pipeline order."""
 
@@ -340,11 +382,19 @@ class PipelineConfig(StrictModel):
     index: IndexConfig = Field(default_factory=IndexConfig)
     serve: ServeConfig = Field(default_factory=ServeConfig)
     rerank: RerankConfig = Field(default_factory=RerankConfig, description="teacher re-ranking at query time (serve)")
+    queries: QueryImportConfig = Field(default_factory=QueryImportConfig,
+                                       description="the query log as personas (distill queries import)")
 
     def embed_options(self) -> dict:
         """embed_catalog keyword arguments of the `embed` section (in-process threshold, cache dir)."""
         cache = str(self.path("embed_cache")) if self.embed.cache else None
         return {"in_process_max": self.embed.in_process_max, "cache_dir": cache}
+
+    def serve_config(self) -> ServeConfig:
+        """The `serve` section with serve.query_log.directory expanded as `path` expands paths.* entries."""
+        query_log = self.serve.query_log.model_copy(
+            update={"directory": str(self.path(self.serve.query_log.directory))})
+        return self.serve.model_copy(update={"query_log": query_log})
 
     def path(self, name: str) -> Path:
         """Resolve a PathsConfig entry (or IndexConfig.model), expanding {workdir} and other path names."""
