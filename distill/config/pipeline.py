@@ -170,6 +170,16 @@ class TrainConfig(StrictModel):
     select_items: int = Field(100, ge=10)
 
 
+# The report's "What a user sees" queries: gift and mood searches as a shopper would type them.
+DEFAULT_USER_QUERIES = (
+    "a gift for a mother who loves gardening",
+    "a gift for a grandfather who loves trains",
+    "something cosy for a cold winter evening",
+    "a present for a teenager who loves football",
+    "a treat for a friend who loves baking",
+)
+
+
 class EvalConfig(StrictModel):
     """`ray_jobs/evaluate.py`: teacher knockout tournaments, MPR and baselines (docs/evaluation.md)."""
 
@@ -207,11 +217,23 @@ class EvalConfig(StrictModel):
     n_composed: int = Field(200, ge=1)  # composed queries (test-split (reference, target) pairs)
     # the w of w * composed + (1 - w) * description swept in the report
     joint_weights: list[float] = Field(default_factory=lambda: [0.0, 0.25, 0.5, 0.75, 1.0])
+    # "What a user sees" (docs/evaluation.md): shopper queries searched over the whole catalog (every split) by the
+    # base and the distilled student, their top 10s side by side in report.md, user-query-*.png and
+    # user_queries.parquet ([]: no section)
+    user_queries: list[str] = Field(default_factory=lambda: list(DEFAULT_USER_QUERIES))
 
     @field_validator("rows")
     @classmethod
     def _unique_rows(cls, rows: list[str]) -> list[str]:
         return list(dict.fromkeys(rows))
+
+    @field_validator("user_queries")
+    @classmethod
+    def _queries(cls, queries: list[str]) -> list[str]:
+        queries = [q.strip() for q in queries]
+        if any(not q for q in queries):
+            raise ValueError("user_queries must not hold an empty query")
+        return list(dict.fromkeys(queries))
 
     @field_validator("joint_weights")
     @classmethod

@@ -20,6 +20,7 @@ import numpy as np
 
 from distill.config.student import StudentSpec
 from distill.hashing import stable_hash
+from distill.schemas import SPLITS
 from distill.student import StudentLoadError
 
 log = logging.getLogger(__name__)
@@ -109,9 +110,21 @@ class EmbeddingScorer(_FrozenTextTowerScorer):
             self._student = load_or_build(self.model).eval()
         return self
 
-    def item_embeddings(self, item_ids: list[str]) -> np.ndarray:
+    def _embed_split(self, split: str) -> None:
+        """Embed one split's images once per scorer (the rows, the curves and the user queries share them)."""
         from distill.embedding.catalog import embed_catalog
 
+        if self._items is None:
+            self._items = {}
+        if split in self._embedded:
+            return
+        model = self.model.model_dump(mode="json") if isinstance(self.model, StudentSpec) else self.model
+        res = embed_catalog(model, self.catalog_dir, split, batch_size=self.embed_batch_size,
+                            num_cpus=0.5, progress=True, student=self._student, **self.embed_options)
+        self._items.update(zip(res.item_ids, res.embeddings))
+        self._embedded.add(split)
+
+    def item_embeddings(self, item_ids: list[str]) -> np.ndarray:
         if self._items is None:
             self._items = {}
         for split in (self.split, *self.more_splits):
@@ -119,11 +132,7 @@ class EmbeddingScorer(_FrozenTextTowerScorer):
                 continue
             if self._embedded and all(i in self._items for i in item_ids):
                 break
-            model = self.model.model_dump(mode="json") if isinstance(self.model, StudentSpec) else self.model
-            res = embed_catalog(model, self.catalog_dir, split, batch_size=self.embed_batch_size,
-                                num_cpus=0.5, progress=True, student=self._student, **self.embed_options)
-            self._items.update(zip(res.item_ids, res.embeddings))
-            self._embedded.add(split)
+            self._embed_split(split)
         dim = next(iter(self._items.values())).shape[0] if self._items else 1
         out = np.empty((len(item_ids), dim), dtype=np.float32)
         self.missing = [i for i in item_ids if i not in self._items]
@@ -132,6 +141,18 @@ class EmbeddingScorer(_FrozenTextTowerScorer):
         if self.missing:
             log.warning("%s: %d pool item(s) without an embedding, ranked last", self.name, len(self.missing))
         return out
+
+    def catalog_embeddings(self) -> tuple[list[str], np.ndarray]:
+        """(item ids sorted, [N, D] unit embeddings) of every catalog item of every split this student could
+        embed: what the index serves, so what a shopper searches. Splits the rows embedded are reused; the
+        others come from the embedding cache or one pass (a frozen trunk's features are shared)."""
+        self.load()
+        for split in SPLITS:
+            self._embed_split(split)
+        ids = sorted(self._items)
+        if not ids:
+            return [], np.zeros((0, self._student.embed_dim), np.float32)
+        return ids, np.stack([self._items[i] for i in ids]).astype(np.float32, copy=False)
 
 
 @dataclass

@@ -10,7 +10,8 @@ knockout per persona judged by the teacher (cached in the label store) -> teache
 for NDCG/recall (cached too) -> the teacher's full scores of the pool, where it can score cheaply
 (NDCG@10) -> every model's [P, N] scores -> metrics, bootstrap intervals over personas. Then report.md
 (one headline table of every row), results.jsonl, per_persona.parquet, winners-*.parquet; for the main
-row also the plots, the curves and the held-out query sections (distill.evaluation.query_sections).
+row also the plots, the curves and the held-out query sections (distill.evaluation.query_sections); last the
+"What a user sees" section: shopper queries over the whole catalog (distill.evaluation.user_queries).
 """
 
 from __future__ import annotations
@@ -57,6 +58,7 @@ from distill.evaluation.train_runs import (  # noqa: F401  (re-exported: distill
     read_train_summary,
     round_models,
 )
+from distill.evaluation.user_queries import user_query_section
 
 if TYPE_CHECKING:
     from distill.config.pipeline import PipelineConfig
@@ -272,6 +274,9 @@ def run_evaluation(cfg: PipelineConfig, *, progress: bool = True) -> EvalOutcome
         datas[row.name], queries = data, found or queries
         files += row_files
     head = datas[main.name]
+    shown = user_query_section(cfg, entries)  # after the rows: their split embeddings are reused
+    head.sections += shown.markdown
+    files += shown.files
     head.headline = rows_headline(list(datas.values()), skipped_rows, main.name)
     head.section_results += [{"type": "row_skipped", "row": k, "reason": v} for k, v in skipped_rows.items()]
     files += write_report(head, out_dir, [d for name, d in datas.items() if name != main.name])
