@@ -44,8 +44,8 @@ class WorldConfig(StrictModel):
     designers: tuple[Literal["openmoji", "noto", "twemoji", "fluent"], ...] = Field(
         default=("openmoji", "noto", "twemoji", "fluent"), min_length=1)
     # Known-kind holdout: this share of the train concepts drawn at least twice give one drawing to val or
-    # test (half each), new products of kinds seen in training; 0 = every concept in one split. Off until the
-    # embedded results are re-measured on a world with it (e.g. 0.15: 44 val + 44 test items of known kinds).
+    # test (half each), new products of kinds seen in training; 0 = every concept in one split. The embedded
+    # config sets 0.15 (44 val + 44 test items of known kinds).
     heldout_drawings: float = Field(0.0, ge=0, le=1)
     n_other_personas: int = Field(300, ge=0)  # personas by other writers (personas-other/): 60 val / 240 test
 
