@@ -254,9 +254,12 @@ class StudyConfig(StrictModel):
     """`distill study` / `make study`: each sampler variant trained and evaluated for each seed."""
 
     seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1)
-    # names from distill.evaluation.study.VARIANTS: aligned, uniform, aligned+remedies
-    variants: list[Literal["aligned", "uniform", "aligned+remedies"]] = Field(
-        default_factory=lambda: ["aligned", "uniform", "aligned+remedies"], min_length=1)
+    # names from distill.evaluation.study.VARIANTS: samplers (aligned, uniform, aligned+remedies) and the
+    # training remedies against the config's own training (plain, no-drift, caption)
+    variants: list[Literal["aligned", "uniform", "aligned+remedies", "plain", "no-drift", "caption"]] = Field(
+        default_factory=lambda: ["aligned", "uniform", "plain", "no-drift"], min_length=1)
+    # evaluate every run's export on every evaluation row (evaluate.rows) with hubness: the generalisation table
+    rows: bool = True
 
 
 class EmbedConfig(StrictModel):

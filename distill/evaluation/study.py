@@ -13,9 +13,11 @@ tournaments, cached in the label store) and the teacher's full scores (NDCG@10):
                                           paired delta vs the base, val agreement, memorisation diagnostics
     <workdir>/study/report.md, curve.png  MPR (mean over seeds, band = min..max of the seeds' 95% intervals)
                                           against teacher-labelled groups, and the exported students' table
+    <workdir>/study/exports.parquet       with `study.rows`: every run's export on every evaluation row
+                                          (distill/evaluation/study_rows.py), summarised in report.md
 
-Variants are named sampler settings (`VARIANTS`); the default compares aligned, uniform and aligned
-with the remedies of docs/sampling-and-loss.md.
+Variants are named settings (`VARIANTS`): samplers (aligned, uniform, aligned with the sampler remedies of
+docs/sampling-and-loss.md) and the training remedies for generalisation (plain, no-drift, caption).
 """
 
 from __future__ import annotations
@@ -42,6 +44,12 @@ VARIANTS: dict[str, tuple[str, dict]] = {
     "aligned": ("aligned", {}),
     "uniform": ("uniform", {}),
     "aligned+remedies": ("aligned", {"sampler.uniform_share": 0.2, "sampler.max_repeats": 2}),
+    # The generalisation remedies (docs/training.md), each against the config's own training (`aligned`):
+    # plain = fine-tuning with no remedy, exported by val agreement (the distillation before the remedies);
+    # no-drift = without the drift penalty; caption = with the caption loss kept as a second loss.
+    "plain": ("aligned", {"train.drift_penalty": 0.0, "train.wise_alpha": None, "train.select_on": "agreement"}),
+    "no-drift": ("aligned", {"train.drift_penalty": 0.0}),
+    "caption": ("aligned", {"train.caption_loss_weight": 1.0}),
 }
 
 
@@ -93,6 +101,10 @@ def train_runs(runs: list[StudyRun]) -> None:
         t0 = time.time()
         log.info(f"study: training {run.variant} seed {run.seed} ({i}/{len(runs)}) -> {run.train_dir}")
         RoundDriver(run.cfg, sampler=run.sampler).run()  # resumes a finished or killed run
+        if run.cfg.train.select_on == "val_mpr":  # as the train stage exports it
+            from distill.evaluation.selection import select_on_val
+
+            select_on_val(run.cfg, run.sampler)
         log.info(f"study: {run.variant} seed {run.seed} done in {time.time() - t0:.0f}s")
 
 
@@ -232,7 +244,8 @@ def _fmt(row: dict, key: str, signed: bool = False) -> str:
     return f"{mean:{sign}.2f} [{low:{sign}.2f}, {high:{sign}.2f}]"
 
 
-def write_report(rounds: pa.Table, best: pa.Table, base: dict, out_dir: Path, seconds: float) -> Path:
+def write_report(rounds: pa.Table, best: pa.Table, base: dict, out_dir: Path, seconds: float,
+                 exports: pa.Table | None = None) -> Path:
     lines = ["# Sampler study", "",
              f"Test personas: {base.get('n', '?')}; base student MPR {base.get('mpr', float('nan')):.2f}. "
              f"Wall time {seconds / 60:.1f} min. Curve: curve.png. Every round: rounds.parquet.", "",
@@ -252,6 +265,10 @@ def write_report(rounds: pa.Table, best: pa.Table, base: dict, out_dir: Path, se
                      f"{g.mpr_mean.mean():.2f} ± {g.mpr_mean.std():.2f} | {g.delta_mpr_mean.mean():+.2f} "
                      f"({g.delta_mpr_mean.min():+.2f}..{g.delta_mpr_mean.max():+.2f}) | "
                      f"{g.ndcg10_mean.mean():.2f} ± {g.ndcg10_mean.std():.2f} |")
+    if exports is not None:
+        from distill.evaluation.study_rows import rows_markdown
+
+        lines += [""] + rows_markdown(exports)
     path = out_dir / "report.md"
     path.write_text("\n".join(lines) + "\n")
     return path
@@ -274,7 +291,13 @@ def run_study(cfg: PipelineConfig, variants: list[str], seeds: list[int], *, pro
     base_rows = frame[frame.variant == "base"]
     base = {"n": len(base_rows), "mpr": float(base_rows.percentile.mean()) if len(base_rows) else float("nan")}
     plot_curves(rounds, base["mpr"] if len(base_rows) else None, out_dir / "curve.png")
-    report = write_report(rounds, best, base, out_dir, time.time() - t0)
+    exports = None
+    if cfg.study.rows:
+        from distill.evaluation.study_rows import evaluate_exports
+
+        exports = evaluate_exports(cfg, runs, progress)
+        fsutil.write_parquet(out_dir / "exports.parquet", exports)
+    report = write_report(rounds, best, base, out_dir, time.time() - t0, exports)
     log.info(f"study: {len(runs)} runs, report {report}")
     return {"runs": len(runs), "report": str(report), "seconds": round(time.time() - t0, 1),
             "best": best.to_pylist()}

@@ -64,3 +64,34 @@ def test_round_summaries_pair_each_round_with_the_base(tmp_path):
     assert by_round[1]["mpr_low"] < by_round[1]["mpr_mean"] < by_round[1]["mpr_high"]
     assert by_round[1]["redraw_rate"] == 0.25 and by_round[0]["val_agreement"] == 0.6
     assert [r["round"] for r in best_rounds(table, runs).to_pylist()] == [1]
+
+
+def test_remedy_variants_override_the_training_and_get_their_own_runs(tmp_path):
+    runs = {r.variant: r for r in plan_runs(_cfg(tmp_path), ["aligned", "plain", "no-drift", "caption"], [0])}
+    assert runs["plain"].cfg.train.select_on == "agreement" and runs["plain"].cfg.train.wise_alpha is None
+    assert runs["plain"].cfg.train.drift_penalty == 0.0 and runs["no-drift"].cfg.train.drift_penalty == 0.0
+    assert runs["caption"].cfg.train.caption_loss_weight == 1.0
+    assert len({r.train_dir for r in runs.values()}) == 4
+    assert {p.cfg.path("distilled_model") for p in runs.values()} == {
+        (tmp_path / "models" / "distilled").resolve(),
+        *((tmp_path / "study" / v / "seed-0" / "model").resolve() for v in ("plain", "no-drift", "caption"))}
+
+
+def test_the_rows_table_gives_mean_and_sd_over_seeds_and_counts_intervals_above_zero():
+    from distill.evaluation.study_rows import rows_markdown
+
+    def line(variant, seed, delta, low, share=20.0, model=None):
+        return {"row": "new_kinds", "model": model or f"{variant}-s{seed}", "variant": variant, "seed": seed,
+                "personas": 240, "pool": 500, "mpr": 70.0 + delta, "ndcg10": 0.1, "delta_mpr": delta,
+                "delta_mpr_low": low, "delta_mpr_high": delta + 2, "delta_ndcg10": 0.01, "delta_ndcg10_low": -0.01,
+                "delta_ndcg10_high": 0.03, "max_share": share, "distinct": 100, "teacher_max_share": 15.0,
+                "teacher_distinct": 120}
+
+    table = pa.Table.from_pylist([line("base", -1, 0.0, 0.0, 40.0, "base"), line("aligned", 0, 1.0, 0.5),
+                                  line("aligned", 1, 3.0, -0.5), line("aligned", 2, 2.0, 0.1)])
+    text = "\n".join(rows_markdown(table))
+    assert "| new_kinds | aligned | 3 | 72.00 | +2.00 ± 1.00 | 2/3 | +0.01 ± 0.00 | 0/3 | 20.0 | 100 |" in text
+    assert "| new_kinds | base | - | 70.00 | - | - | - | - | - | - | 40.0 | 100 |" not in text
+    assert "| new_kinds | base | - | 70.00 | - | - | - | - | 40.0 | 100 |" in text
+    assert "| new_kinds | teacher | - | - | - | - | - | - | 15.0 | 120 |" in text
+    assert rows_markdown(table.slice(0, 0)) == []
