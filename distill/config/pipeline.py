@@ -106,6 +106,9 @@ class LabelConfig(StrictModel):
     num_cpus_per_actor: float = 0.5  # fractional, or read tasks starve on 2 CPUs
     num_gpus_per_actor: float = 0.0  # cpu/openai teacher actors; the vllm backend sets its own
     requests_per_pass: int = 20000  # bounds the catalog rows held in the object store at once
+    # cpu/openai teachers: a pass of at most this many requests runs in the job's own process, the teacher
+    # kept for the next pass; more go to the Ray Data actor pool. 0: always the pool (docs/teacher.md).
+    in_process_max: int = Field(0, ge=0)
     retry_dropped: bool = False  # resend requests whose answer was dropped as unparseable on a rerun
     progress_every_s: float = 10.0
     seed: int = 0

@@ -5,7 +5,9 @@
       malformed requests / unknown personas -> dropped on the driver ("bad_request:..." / "missing_persona")
       cpu/openai: requests + the pass's catalog rows --Ray Data--> a callable-class actor pool that
         makes each item's 224 px thumbnail once, in the actor, and drops requests with a missing or
-        corrupt item ("missing_item:<id>" / "bad_image:<id>") before asking the teacher
+        corrupt item ("missing_item:<id>" / "bad_image:<id>") before asking the teacher; a pass of at
+        most `label.in_process_max` requests runs that actor's code in this process instead, keeping
+        the teacher for the next pass (a tournament's rounds)
       vllm: catalog rows --Ray Data tasks--> PNG thumbnails; the same item drops on the driver; the
         rest --ray.data.llm--> the engine (which needs the thumbnails as data URLs)
       answers and drops stream back to the driver and are committed every `chunk_size` rows.
@@ -36,6 +38,7 @@ from distill.label.teacher_stage import (
     item_problem,
     make_thumbnails,
     run_actor_teacher,
+    run_local_teacher,
     run_vllm_teacher,
 )
 from distill.teacher import presentation_order, request_key, teacher_id_for
@@ -272,6 +275,8 @@ def _label_pass(rows: pa.Table, task, catalog_dir, personas_dir, teacher_cfg: Te
         return
     if teacher_cfg.backend == "vllm":
         stream = _vllm_stream(good, catalog, catalog_dir, teacher_cfg, label_cfg, committer)
+    elif good.num_rows <= label_cfg.in_process_max:
+        stream = run_local_teacher(good, catalog, catalog_dir, teacher_cfg, label_cfg)
     else:
         stream = run_actor_teacher(good, catalog, catalog_dir, teacher_cfg, label_cfg)
     commit_stream(stream, committer)

@@ -10,6 +10,7 @@ Every request comes out as one RESULT row: answered (error null) or dropped with
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pyarrow as pa
@@ -140,8 +141,13 @@ class TeacherActor:
 
         cfg = TeacherConfig.model_validate_json(teacher_cfg_json)
         self.teacher = build_teacher(cfg)
+        self.image_size = cfg.image_size
         self.items = ItemThumbnails(catalog, catalog_root, cfg.image_size)
         self.teacher_batch = max(1, teacher_batch)
+
+    def use_catalog(self, catalog: pa.Table, catalog_root: str) -> None:
+        """Serve another pass's catalog rows (the in-process teacher is kept between passes)."""
+        self.items = ItemThumbnails(catalog, catalog_root, self.image_size)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         out, ask = [], []
@@ -207,6 +213,31 @@ def run_actor_teacher(pending: pa.Table, catalog: pa.Table, catalog_dir, teacher
         compute=ray.data.ActorPoolStrategy(size=label_cfg.concurrency),
         num_cpus=label_cfg.num_cpus_per_actor, num_gpus=label_cfg.num_gpus_per_actor)
     yield from ds.iter_batches(batch_size=None, batch_format="pyarrow")
+
+
+# One teacher kept in this process for `run_local_teacher`: (teacher config JSON, catalog dir) -> actor. The
+# CPU teacher caches per-item work (image classes, looks, text embeddings) by item id, so it is kept per
+# catalog; only the latest one is kept, which bounds memory.
+_LOCAL_TEACHER: dict[tuple[str, str], TeacherActor] = {}
+
+
+def run_local_teacher(pending: pa.Table, catalog: pa.Table, catalog_dir, teacher_cfg: TeacherConfig,
+                      label_cfg: LabelConfig):
+    """The actor pool's work in this process, for a pass of at most `label.in_process_max` requests.
+
+    A knockout tournament asks the teacher once per round, mostly for a few hundred matches; a Ray Data
+    actor pool per call costs ~7 s on 2 cores (start-up and model load) and forgets the teacher's per-item
+    caches, which is most of the evaluation's time there. Same TeacherActor, same answers; the teacher is
+    kept for the next pass."""
+    key = (teacher_cfg.model_dump_json(), str(Path(catalog_dir).resolve()))
+    actor = _LOCAL_TEACHER.get(key)
+    if actor is None:
+        _LOCAL_TEACHER.clear()
+        actor = _LOCAL_TEACHER[key] = TeacherActor(key[0], catalog, str(catalog_dir), label_cfg.batch_size)
+    else:
+        actor.use_catalog(catalog, str(catalog_dir))
+    for block in _blocks(pending, rows_per_task(pending.num_rows, label_cfg)):
+        yield actor(block)
 
 
 # ---- the teacher stage (vllm, ray.data.llm) ---------------------------------------------------------

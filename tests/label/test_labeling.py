@@ -70,6 +70,29 @@ def test_label_groups_then_cached_rerun_sends_nothing(ray_session, world, tmp_pa
     assert store.count() == 6
 
 
+def test_in_process_teacher_gives_the_actor_pools_answers_and_is_kept_between_passes(ray_session, world, tmp_path):
+    from distill.label import teacher_stage
+
+    catalog, personas = world
+    groups = _groups(9, corrupt_every=4)
+    answers = {}
+    for name, in_process in (("pool", 0), ("local", 100)):
+        store = LabelStore(tmp_path / name)
+        label_cfg = LABEL.model_copy(update={"in_process_max": in_process})
+        kw = dict(catalog_dir=catalog, personas_dir=personas, teacher_cfg=TeacherConfig(), label_cfg=label_cfg,
+                  store=store, progress=False)
+        s = label_groups(groups.slice(0, 5), **kw)
+        kept = list(teacher_stage._LOCAL_TEACHER.values())
+        s2 = label_groups(groups, **kw)  # a second pass: four more requests
+        # g0, g4 (then g0, g4, g8 again: a dropped image is re-checked) hold the corrupt item
+        assert (s.answered, s2.answered, s.dropped["bad_image"], s2.dropped["bad_image"]) == (3, 3, 2, 3)
+        answers[name] = {r["key"]: r["ranking"] for r in store.read().to_pylist()}
+        if in_process:
+            assert len(kept) == 1 and list(teacher_stage._LOCAL_TEACHER.values()) == kept  # the same teacher
+            assert set(store.read_errors()["reason"].to_pylist()) == {"bad_image:item-011"}
+    assert answers["local"] == answers["pool"] and len(answers["pool"]) == 6
+
+
 def test_compare_requests_and_bad_requests_are_counted(ray_session, world, tmp_path):
     catalog, personas = world
     store = LabelStore(tmp_path / "labels")
