@@ -164,6 +164,9 @@ class TrainConfig(StrictModel):
     # every step, so the projection keeps its caption alignment; needs the feature cache (docs/training.md).
     caption_loss_weight: float = Field(0.0, ge=0.0)
     caption_batch: int = Field(64, ge=2)
+    # Train a rank-r residual B A on the projection instead of all of it (W frozen each round, the merged
+    # W + B A saved); needs trainable: 0. 0 = off (distill/train/low_rank.py, docs/training.md).
+    low_rank: int = Field(0, ge=0)
     # What the run exports. agreement: the round with the best val pair agreement (at its best wise_alpha).
     # val_mpr: after the last round, every round x every wise_alpha (and the base) is scored by the
     # evaluation's protocol on val personas (teacher knockouts over select_items val items and as many train
@@ -253,13 +256,16 @@ class EvalConfig(StrictModel):
         return sorted(set(ks))
 
 
+StudyVariant = Literal["aligned", "uniform", "aligned+remedies", "plain", "no-drift", "caption", "low-rank"]
+
+
 class StudyConfig(StrictModel):
     """`distill study` / `make study`: each sampler variant trained and evaluated for each seed."""
 
     seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1)
     # names from distill.evaluation.study.VARIANTS: samplers (aligned, uniform, aligned+remedies) and the
-    # training remedies against the config's own training (plain, no-drift, caption)
-    variants: list[Literal["aligned", "uniform", "aligned+remedies", "plain", "no-drift", "caption"]] = Field(
+    # training remedies against the config's own training (plain, no-drift, caption, low-rank)
+    variants: list[StudyVariant] = Field(
         default_factory=lambda: ["aligned", "uniform", "plain", "no-drift"], min_length=1)
     # evaluate every run's export on every evaluation row (evaluate.rows) with hubness: the generalisation table
     rows: bool = True

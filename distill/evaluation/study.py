@@ -17,7 +17,7 @@ tournaments, cached in the label store) and the teacher's full scores (NDCG@10):
                                           (distill/evaluation/study_rows.py), summarised in report.md
 
 Variants are named settings (`VARIANTS`): samplers (aligned, uniform, aligned with the sampler remedies of
-docs/sampling-and-loss.md) and the training remedies for generalisation (plain, no-drift, caption).
+docs/sampling-and-loss.md) and the training remedies for generalisation (plain, no-drift, caption, low-rank).
 """
 
 from __future__ import annotations
@@ -50,6 +50,7 @@ VARIANTS: dict[str, tuple[str, dict]] = {
     "plain": ("aligned", {"train.drift_penalty": 0.0, "train.wise_alpha": None, "train.select_on": "agreement"}),
     "no-drift": ("aligned", {"train.drift_penalty": 0.0}),
     "caption": ("aligned", {"train.caption_loss_weight": 1.0}),
+    "low-rank": ("aligned", {"train.low_rank": 8}),
 }
 
 

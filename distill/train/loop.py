@@ -137,6 +137,7 @@ class LoopConfig(BaseModel):
     caption_batch: int = 0  # TrainConfig.caption_batch
     caption_pairs: str | None = None  # captions.CaptionPairs: the pairs' file and the loss's temperature
     caption_temperature: float = 0.05
+    low_rank: int = 0  # TrainConfig.low_rank
 
     @classmethod
     def for_round(cls, tcfg: TrainConfig, round_idx: int, init_model: str | Path, n_rows: int, num_workers: int,
@@ -157,7 +158,7 @@ class LoopConfig(BaseModel):
             anchor_model=str(Path(anchor_model or init_model).resolve()) if tcfg.drift_penalty > 0 else None,
             caption_loss_weight=tcfg.caption_loss_weight, caption_batch=tcfg.caption_batch,
             caption_pairs=captions.path if captions else None,
-            caption_temperature=captions.temperature if captions else 0.05)
+            caption_temperature=captions.temperature if captions else 0.05, low_rank=tcfg.low_rank)
 
     def to_ray(self) -> dict:
         """Ray Train's `train_loop_config` must be a dict: the worker validates it back."""
@@ -217,7 +218,8 @@ def _prepare(cfg: LoopConfig) -> WorkerRun:
     # Frozen BN statistics are identical on every rank: no need to broadcast buffers each step.
     anchor = anchor_parameters(cfg.anchor_model, cfg.trainable) if cfg.drift_penalty > 0 else None
     model = ray.train.torch.prepare_model(
-        RankingModel(student, loss, anchor, cfg.drift_penalty, cfg.caption_loss_weight, cfg.caption_temperature),
+        RankingModel(student, loss, anchor, cfg.drift_penalty, cfg.caption_loss_weight, cfg.caption_temperature,
+                     cfg.low_rank, cfg.seed),
         parallel_strategy_kwargs={"forward_sync_buffers": not student.spec.freeze_bn_stats})
     optimizer, scheduler = build_optimizer(model, cfg)
     autocast, scaler = amp_context(device, cfg.amp)
@@ -229,6 +231,8 @@ def _prepare(cfg: LoopConfig) -> WorkerRun:
 
 
 def _load_train_state(run: WorkerRun, state: dict, cfg: LoopConfig) -> None:
+    if run.inner.low_rank is not None:  # before the optimizer: its state belongs to these A, B
+        run.inner.low_rank.load_merged_state(state["low_rank"])
     run.optimizer.load_state_dict(state["optimizer"])
     run.scheduler.load_state_dict(state["scheduler"])
     if run.scaler is not None and state.get("scaler"):
@@ -241,8 +245,10 @@ def _load_train_state(run: WorkerRun, state: dict, cfg: LoopConfig) -> None:
 def _save_checkpoint(out_dir: Path, run: WorkerRun, cfg: LoopConfig, epoch: int, metrics: dict) -> Path:
     model = run.inner
     extra = {"role": "checkpoint", "round": cfg.round, "epoch": epoch, "tau": float(model.loss.tau)}
-    save_student(model.student, out_dir, extra=extra)
-    torch.save({"epoch": epoch, "round": cfg.round, "optimizer": run.optimizer.state_dict(),
+    with model.saved_weights() as student:
+        save_student(student, out_dir, extra=extra)
+    low_rank = model.low_rank.state() if model.low_rank is not None else None
+    torch.save({"epoch": epoch, "round": cfg.round, "low_rank": low_rank, "optimizer": run.optimizer.state_dict(),
                 "scheduler": run.scheduler.state_dict(), "loss": model.loss.state_dict(),
                 "scaler": run.scaler.state_dict() if run.scaler is not None else None, "metrics": metrics},
                out_dir / TRAIN_STATE_FILE)

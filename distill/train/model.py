@@ -3,6 +3,7 @@ saved student is loaded for training (its `trainable` part unfrozen)."""
 
 from __future__ import annotations
 
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import torch
@@ -12,6 +13,7 @@ from distill.config.student import StudentSpec
 from distill.config.types import Trainable
 from distill.losses import BradleyTerryLoss, clip_loss, group_scores
 from distill.student import VISUAL_FILE, Student, build_student, read_manifest
+from distill.train.low_rank import LowRankResidual, low_rank_target
 
 
 class RankingModel(nn.Module):
@@ -22,23 +24,31 @@ class RankingModel(nn.Module):
     rankings but is pulled back towards the base's caption alignment. Inside forward, so DDP syncs its
     gradient like the loss's. drift_penalty 0 computes nothing extra: the step is today's, bit for bit.
 
+    With `low_rank` = r > 0 the one trainable projection W is frozen and a rank-r residual B A trains
+    (low_rank.py); the drift penalty then applies to W + B A, and `saved_weights` merges it for saving.
+
     With `caption_weight` > 0 and a caption batch (trunk features [C,F], title embeddings [C,D]; see
     captions.py) the loss adds caption_weight * clip_loss over those pairs: the align stage's objective,
     so the projection keeps its caption alignment. Also inside forward for DDP; weight 0 ignores the batch.
     """
 
     def __init__(self, student: Student, loss: BradleyTerryLoss, anchor: dict[str, torch.Tensor] | None = None,
-                 drift_penalty: float = 0.0, caption_weight: float = 0.0, caption_temperature: float = 0.05):
+                 drift_penalty: float = 0.0, caption_weight: float = 0.0, caption_temperature: float = 0.05,
+                 low_rank: int = 0, seed: int = 0):
         super().__init__()
         self.student = student
         self.loss = loss
         self.drift_penalty = float(drift_penalty)
         self.caption_weight, self.caption_temperature = float(caption_weight), float(caption_temperature)
         self._anchored: list[str] = []
+        names = {n for n, p in student.named_parameters() if p.requires_grad}  # before low_rank freezes W
+        self.low_rank_name, self.low_rank = None, None
+        if low_rank > 0:  # see low_rank.py: W frozen, B A trains
+            self.low_rank_name, linear = low_rank_target(student)
+            self.low_rank = LowRankResidual(linear, low_rank, seed)
         if self.drift_penalty > 0:
             if not anchor:
                 raise ValueError("drift_penalty > 0 needs the anchor (base) parameters")
-            names = {n for n, p in student.named_parameters() if p.requires_grad}
             if set(anchor) != names:
                 raise ValueError(f"anchor parameters {sorted(anchor)} do not match the trainable {sorted(names)}")
             for i, name in enumerate(sorted(names)):  # buffers move with the model; not saved with the student
@@ -46,10 +56,18 @@ class RankingModel(nn.Module):
                 self._anchored.append(name)
 
     def drift(self) -> torch.Tensor:
-        """sum over the anchored parameters of ||W - W0||^2."""
+        """sum over the anchored parameters of ||W - W0||^2 (W + B A for a low-rank projection)."""
         params = dict(self.student.named_parameters())
+        if self.low_rank is not None:
+            params[self.low_rank_name] = self.low_rank.effective_weight()
         return sum(((params[n].float() - getattr(self, f"anchor_{i}").float()) ** 2).sum()
                    for i, n in enumerate(self._anchored))
+
+    @contextmanager
+    def saved_weights(self):
+        """The student as it is to be saved: a low-rank residual merged into its projection."""
+        with self.low_rank.merged() if self.low_rank is not None else nullcontext():
+            yield self.student
 
     def forward(self, images: torch.Tensor, text_emb: torch.Tensor, caption_features: torch.Tensor | None = None,
                 caption_text: torch.Tensor | None = None):
