@@ -84,3 +84,17 @@ def load_config(cls: type[T], path: str | Path | None, overrides: list[str] | No
 
 def dump_config(cfg: BaseModel) -> str:
     return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
+
+
+def with_overrides(cfg: T, values: dict) -> T:
+    """A copy of a config with dotted keys set (validated like a config file)."""
+    data = cfg.model_dump()
+    for dotted, value in values.items():
+        node = data
+        *parents, key = dotted.split(".")
+        for p in parents:
+            node = node[p]
+        if key not in node:
+            raise KeyError(f"unknown config key {dotted!r}")
+        node[key] = value
+    return type(cfg).model_validate(data)

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pyarrow as pa
 
+from distill.config.loading import with_overrides
 from distill.evaluation.stats import bootstrap_ci, paired_bootstrap_ci
 
 if TYPE_CHECKING:
@@ -61,20 +62,6 @@ class StudyRun:
     sampler: str
     train_dir: Path
     cfg: object
-
-
-def with_overrides(cfg: PipelineConfig, values: dict) -> PipelineConfig:
-    """A copy of a PipelineConfig with dotted keys set (validated like a config file)."""
-    data = cfg.model_dump()
-    for dotted, value in values.items():
-        node = data
-        *parents, key = dotted.split(".")
-        for p in parents:
-            node = node[p]
-        if key not in node:
-            raise KeyError(f"unknown config key {dotted!r}")
-        node[key] = value
-    return type(cfg).model_validate(data)
 
 
 def plan_runs(cfg: PipelineConfig, variants: list[str], seeds: list[int]) -> list[StudyRun]:

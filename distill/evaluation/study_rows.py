@@ -38,8 +38,8 @@ def export_models(runs) -> dict[str, tuple[str, int, str]]:
 
 def evaluate_exports(cfg: PipelineConfig, runs, progress: bool = True) -> pa.Table:
     """Evaluate every run's export on every row; one line per (row, model), references included."""
+    from distill.config.loading import with_overrides
     from distill.evaluation.run import run_evaluation
-    from distill.evaluation.study import with_overrides
 
     exports = export_models(runs)
     eval_cfg = with_overrides(cfg, {
