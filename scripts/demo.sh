@@ -44,6 +44,14 @@ submit() {
     -- "$@"
 }
 
+# A fresh head's job agent registers a few seconds after `ray start` returns (longer on a busy machine); until
+# then a submission fails with "No available agent". Wait for it with no-op jobs rather than fail the demo.
+for attempt in $(seq 1 30); do
+  if ray job submit --no-wait -- true >/dev/null 2>&1; then break; fi
+  [ "$attempt" = 30 ] && { echo "the Ray job agent did not come up in 60 s" >&2; exit 1; }
+  sleep 2
+done
+
 stamp "label: world build (if missing), caption-aligned base, round-0 groups -> teacher"
 WD="paths.workdir=$(pwd)/${WORKDIR}"  # absolute: jobs run from Ray's copy of the working dir
 submit python ray_jobs/label.py --config "$CONFIG" --set "$WD"
