@@ -10,7 +10,10 @@ WORKDIR=${2:-runs/embedded}
 KEEP_SERVING=${KEEP_SERVING:-0}
 ABLATION=${ABLATION:-1}
 DASH_PORT=${DASH_PORT:-8265}
-RAY_PORT=${RAY_PORT:-6379}  # the head's GCS port: another local Ray on the machine may hold 6379
+# The head's GCS port and its job agent's HTTP port: another local Ray on the machine may hold 6379 / 52365
+# (then the agent never registers and every submission fails with "No available agent").
+RAY_PORT=${RAY_PORT:-6379}
+AGENT_PORT=${AGENT_PORT:-52365}
 SERVE_PORT=${SERVE_PORT:-8000}
 export RAY_USAGE_STATS_ENABLED=0 HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1
 # Loopback-only demo cluster: token auth off (Ray 2.60 turns it on by default; see docs/operations.md).
@@ -30,7 +33,7 @@ trap cleanup EXIT
 
 if ! ray job list >/dev/null 2>&1; then
   stamp "starting a local Ray head (2 CPUs, dashboard on 127.0.0.1:${DASH_PORT})"
-  ray start --head --port="${RAY_PORT}" --num-cpus=2 --dashboard-host=127.0.0.1 --dashboard-port="${DASH_PORT}" \
+  ray start --head --port="${RAY_PORT}" --dashboard-agent-listen-port="${AGENT_PORT}" --num-cpus=2 --dashboard-host=127.0.0.1 --dashboard-port="${DASH_PORT}" \
     --include-dashboard=true --disable-usage-stats >/dev/null
   started_head=1
 fi
