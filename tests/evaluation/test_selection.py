@@ -16,6 +16,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import torch
+from helpers.data import moved_projection
 from safetensors.torch import load_file
 
 from distill.config.pipeline import TrainConfig
@@ -29,7 +30,7 @@ from distill.evaluation.selection import (
     best_candidate,
     choose_export,
 )
-from distill.student import read_manifest, save_student
+from distill.student import read_manifest
 from distill.train.model import anchor_parameters, load_student_for_training
 from distill.train.state import RunPaths
 from distill.train.wise import interpolate_student
@@ -46,13 +47,7 @@ def base(small_training_world):
 def run_dir(base, tmp_path_factory):
     """A run with one trained round (round 0), its projection moved as far again as its own norm."""
     root = tmp_path_factory.mktemp("run")
-    student = load_student_for_training(base, 0)
-    g = torch.Generator().manual_seed(5)
-    with torch.no_grad():
-        for p in student.parameters():
-            if p.requires_grad:
-                p.add_(torch.randn(p.shape, generator=g) * p.std())
-    save_student(student, root / "train" / "round-00" / "model", extra={"role": "round"})
+    moved_projection(base, root / "train" / "round-00" / "model", seed=5)
     return root
 
 

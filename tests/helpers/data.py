@@ -133,3 +133,20 @@ def make_training_world(root: str | Path, n_items: int = 30, n_personas: int = 9
     save_student(build_student(StudentSpec(image_size=image_size)), root / "models" / "base", extra={"role": "base"})
     return {"paths": {"workdir": str(root), "catalog": str(root / "catalog"), "personas": str(root / "personas")},
             "student": {"image_size": image_size}}
+
+
+def moved_projection(base_dir: str | Path, out_dir: str | Path, seed: int) -> Path:
+    """The base student with its trainable projection moved as far again as its own norm: a stand-in for a
+    trained round (saved to `out_dir`)."""
+    import torch
+
+    from distill.student import save_student
+    from distill.train.model import load_student_for_training
+
+    student = load_student_for_training(base_dir, 0)
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in student.parameters():
+            if p.requires_grad:
+                p.add_(torch.randn(p.shape, generator=g) * p.std())
+    return save_student(student, out_dir, extra={"role": "round"})

@@ -14,12 +14,13 @@ import numpy as np
 import pyarrow as pa
 import pytest
 import torch
+from helpers.data import moved_projection
 from pydantic import ValidationError
 from safetensors.torch import load_file
 
 from distill.config.pipeline import TrainConfig
 from distill.embedding.catalog import project_trunk_features
-from distill.student import read_manifest, save_student
+from distill.student import read_manifest
 from distill.train.diagnostics import read_results
 from distill.train.heldout import HeldOut
 from distill.train.model import anchor_parameters, load_student_for_training
@@ -38,13 +39,7 @@ def base(small_training_world):
 @pytest.fixture(scope="module")
 def trained(base, tmp_path_factory):
     """The base with its projection moved as far again as its own norm: a stand-in for a trained round."""
-    student = load_student_for_training(base, 0)
-    g = torch.Generator().manual_seed(3)
-    with torch.no_grad():
-        for p in student.parameters():
-            if p.requires_grad:
-                p.add_(torch.randn(p.shape, generator=g) * p.std())
-    return save_student(student, tmp_path_factory.mktemp("trained") / "model", extra={"role": "round"})
+    return moved_projection(base, tmp_path_factory.mktemp("trained") / "model", seed=3)
 
 
 def _visual(model_dir) -> dict[str, torch.Tensor]:
