@@ -14,7 +14,12 @@ from typing import Annotated, Literal
 from pydantic import Field, field_validator, model_validator
 
 from distill.config.loading import StrictModel, load_config
-from distill.config.serving import QueryImportConfig, RerankConfig, ServeConfig
+from distill.config.serving import (  # noqa: F401 (re-exported)
+    QueryImportConfig,
+    QueryLogConfig,
+    RerankConfig,
+    ServeConfig,
+)
 from distill.config.student import StudentSpec
 from distill.config.teacher import TeacherConfig
 from distill.config.types import Split, Trainable
