@@ -3,14 +3,17 @@
 The gate both ways: the turn's candidate (the train step's artifact, placed here) is a caption-aligned student
 or the unaligned base, which the teacher's knockouts tell apart by about 40 MPR points on the held-out
 queries. A worse candidate leaves CURRENT and the serving index as they were; a better one is published and
-CURRENT moves to it. Then one whole turn, interrupted in the label step and before the gate, resumed
-without a teacher call sent twice.
+CURRENT moves to it, and a Serve answering simulated shoppers (scripts/flywheel_users.py, the demo's) swaps
+to it meanwhile without a failed request. Then one whole turn, interrupted in the label step and before the
+gate, resumed without a teacher call sent twice.
 """
-
 from __future__ import annotations
 
 import copy
 import shutil
+import sys
+import time
+from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
@@ -18,13 +21,17 @@ from helpers.data import make_index
 from helpers.flywheel import make_flywheel_world
 
 from distill import fsutil
-from distill.config.pipeline import PipelineConfig
+from distill.config.pipeline import PipelineConfig, ServeConfig
 from distill.flywheel import run_turn
 from distill.flywheel.evaluate import evaluate_step
 from distill.flywheel.gate import build_version, gate_step
 from distill.flywheel.turn import choose_turn, open_turn
 from distill.index import layout
 from distill.label.store import LabelStore
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))  # the demo's shoppers, next to its script
+
+from flywheel_users import Load, Shoppers, Vocabulary  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
@@ -85,6 +92,31 @@ def test_a_better_candidate_is_promoted_and_current_moves(ray_session, world):
     manifest = layout.read_index_manifest(root)
     assert manifest["model"]["content_sha256"] == fsutil.dir_content_hash(world["aligned"])
     assert gate_step(turn) == decision  # finished: read back, nothing published again
+
+
+def test_a_promotion_under_load_swaps_serving_without_a_failed_request(ray_session, world):
+    from helpers.serve import running_retriever
+
+    make_index(world["base"], world["root"] / "catalog", world["root"] / "index-swap")
+    turn = _gate_turn(world, "index-swap", world["aligned"], "fw-swap")
+    shoppers = Shoppers(Vocabulary.from_catalog(world["root"] / "catalog"), seed=0)
+    with running_retriever(turn.index_root, ServeConfig(topology="single", version_poll_s=0.3)) as server:
+        load = Load(server["url"], shoppers, threads=3)
+        load.start()
+        try:
+            evaluate_step(turn)
+            decision = gate_step(turn)
+            deadline = time.time() + 60
+            while time.time() < deadline and server["client"].get("/healthz").json()["version"] != decision["current"]:
+                time.sleep(0.3)
+            time.sleep(2)  # traffic on the new version
+        finally:
+            tally = load.stop()
+    assert decision["promoted"] and decision["published_version"] == decision["current"] != turn.serving_version
+    assert tally.failed == []
+    assert set(tally.versions) == {turn.serving_version, decision["published_version"]}
+    assert tally.first_seen[decision["published_version"]] > tally.first_seen[turn.serving_version]
+    assert {"text", "conversation", "composed"} <= set(tally.kinds) and tally.answered > 20
 
 
 def _store_keys(cfg: PipelineConfig) -> int:
