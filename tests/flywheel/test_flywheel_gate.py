@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import json
 import math
+import runpy
+import sys
+from pathlib import Path
 
 import pytest
 from helpers.flywheel import make_query_personas
@@ -106,6 +109,22 @@ def test_the_stage_refuses_missing_inputs_before_any_work(tmp_path, caplog):
     assert _stage_exit(tmp_path) == 2
     assert "no serving index" in caplog.text
     assert not (tmp_path / "flywheel").exists()
+
+
+def test_the_ray_job_and_the_cli_verb_run_the_same_stage(tmp_path, monkeypatch, caplog):
+    from distill.cli import build_parser
+    from distill.jobs import overrides_for
+
+    args = build_parser().parse_args(["flywheel", "--groups", "50", "--rounds", "2", "--until", "train"])
+    assert args.func.__defaults__[0] is STAGE  # `distill flywheel` executes this module's Stage
+    assert overrides_for(STAGE, args) == ["flywheel.groups=50", "flywheel.rounds=2"] and args.until == "train"
+    config = tmp_path / "config.yaml"
+    config.write_text(json.dumps({"paths": {"workdir": str(tmp_path)}}))
+    script = Path(__file__).resolve().parents[2] / "ray_jobs" / "flywheel.py"
+    monkeypatch.setattr(sys, "argv", [str(script), "--config", str(config)])
+    with pytest.raises(SystemExit) as exit_info:
+        runpy.run_path(str(script), run_name="__main__")
+    assert exit_info.value.code == 2 and "query personas not found" in caplog.text
 
 
 def test_flywheel_settings_are_strict():
