@@ -75,9 +75,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def check_workdir(cfg) -> None:
-    from distill.index.layout import current_version
+    from distill.index.layout import IndexDirError, current_version
 
-    current_version(cfg.path("index"))  # IndexDirError names what is missing
+    try:
+        current_version(cfg.path("index"))
+    except IndexDirError as err:
+        raise SystemExit(f"no served index ({err}): run `make demo` first") from None
     if not cfg.path("catalog").exists():
         raise SystemExit(f"no catalog at {cfg.path('catalog')}: run `make demo` first")
 
