@@ -20,7 +20,6 @@ Serve shares the cluster with the turn's training, so each Ray Train worker asks
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -161,8 +160,10 @@ def report_turn(outcome, tally: Tally, t0: float) -> None:
 
     evaluation, decision = outcome.steps["evaluate"], outcome.decision
     print(f"\n== flywheel turn {outcome.turn.number} ({outcome.turn.paths.dir}), {time.time() - t0:.0f}s")
-    print(f"   label: {outcome.steps['label']['labelled_groups']} groups; train: "
-          f"{json.dumps({k: outcome.steps['train'][k] for k in ('rounds_done', 'best_round')})}")
+    train = outcome.steps["train"]
+    print(f"   label: {outcome.steps['label']['labelled_groups']} groups for {outcome.steps['label']['personas']} "
+          f"train queries; train: {train['rounds_done'] + 1} round(s), candidate = round {train['candidate_round']}, "
+          f"val agreement {_num(train['candidate_val_agreement'])} (serving {_num(train['serving_val_agreement'])})")
     pool = evaluation["pool"]
     for name, title in (("queries", "held-out simulated queries"), ("world", "world test personas (no forgetting)")):
         block = evaluation["sets"].get(name)
@@ -180,6 +181,10 @@ def report_turn(outcome, tally: Tally, t0: float) -> None:
     verdict = "PROMOTED" if decision["promoted"] else "rejected"
     print(f"\n   gate: {verdict}: {decision['reason']}")
     print_swap(decision, tally, t0)
+
+
+def _num(x) -> str:
+    return "-" if x is None else f"{x:.4f}"
 
 
 def print_swap(decision: dict, tally: Tally, t0: float) -> None:

@@ -71,8 +71,8 @@ def gate_step(turn: Turn) -> dict:
         published, refused = publish(turn)
         promote, reason = (False, f"{reason}; not promoted: {refused}") if refused else (True, reason)
     decision = _decision(turn, evaluation, promote, reason, published)
-    if decision["candidate_round"] == -1:  # the round driver exported round -1: the serving student itself
-        decision["reason"] += "; no training round beat the serving student on val agreement (the candidate is it)"
+    if decision["candidate_round"] == -1:  # the train step had no group to train on
+        decision["reason"] += "; no round was trained, so the candidate is the serving student itself"
     fsutil.write_json(turn.paths.decision, decision)
     log.info("flywheel turn %d: %s (%s)", turn.number, "promoted" if promote else "rejected", decision["reason"])
     return decision

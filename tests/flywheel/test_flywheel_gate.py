@@ -8,6 +8,7 @@ import math
 import runpy
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from helpers.flywheel import make_query_personas
@@ -15,10 +16,11 @@ from helpers.flywheel import make_query_personas
 from distill.config.flywheel import FlywheelConfig
 from distill.config.pipeline import PipelineConfig
 from distill.flywheel.gate import decide
-from distill.flywheel.train import turn_config
+from distill.flywheel.train import best_trained_round, round_export, turn_config
 from distill.flywheel.turn import TurnPaths, choose_turn, turn_dir, turn_seed
 from distill.jobs import run_stage
 from distill.stages.flywheel import STAGE
+from distill.train.state import RunPaths
 
 
 def _evaluation(queries: tuple[float, float, float] | None, world: tuple[float, float, float] | None = None,
@@ -85,12 +87,26 @@ def test_the_turns_training_run_continues_from_the_serving_student(tmp_path):
     run = turn_config(cfg, paths, seed=77)
     assert run.path("base_model") == paths.serving_model.resolve()
     assert run.path("personas") == paths.personas.resolve() and run.path("train") == paths.train_dir.resolve()
-    assert run.path("distilled_model") == paths.candidate.resolve()
+    assert run.path("distilled_model") == (paths.train_dir / "export").resolve()  # the candidate is chosen apart
     assert run.path("labels") == cfg.path("labels") and run.path("catalog") == cfg.path("catalog")  # shared
     assert (run.train.rounds, run.train.groups_per_round, run.train.budget, run.train.val_groups) == (1, 50, None, 30)
     assert run.train.select_on == "agreement" and run.train.lr == cfg.train.lr
     assert (run.sampler.kind, run.sampler.seed) == ("aligned", 77)
     assert cfg.sampler.kind == "uniform" and cfg.train.rounds == 4  # the pipeline's own config is untouched
+
+
+def test_the_candidate_is_the_best_trained_round_and_its_wise_export():
+    history = [{"round": -1, "val_agreement": 0.60}, {"round": 0, "val_agreement": 0.55},
+               {"round": 1, "val_agreement": 0.58, "wise_alpha_chosen": 0.5}, {"round": 2, "val_agreement": 0.58}]
+    best = best_trained_round(history)
+    assert best["round"] == 1  # the serving student (round -1) is never the candidate; ties: the earlier round
+    assert best_trained_round(history[:1]) is None
+    driver = SimpleNamespace(paths=RunPaths(Path("/t/train"), Path("/t/export"), "distill-aligned"),
+                             ctx=SimpleNamespace(base_model=Path("/t/serving")),
+                             wise=SimpleNamespace(candidate_dir=lambda r, a: Path(f"/t/train/round-{r:02d}/wise/{a}")))
+    assert round_export(driver, best) == Path("/t/train/round-01/wise/0.5")
+    assert round_export(driver, history[3]) == Path("/t/train/round-02/model")
+    assert round_export(driver, {"round": 0, "wise_alpha_chosen": 0.0}) == Path("/t/serving")
 
 
 def _stage_exit(tmp_path, *args: str) -> int:

@@ -17,8 +17,10 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+import torch
 from helpers.data import make_index
 from helpers.flywheel import make_flywheel_world
+from safetensors.torch import load_file
 
 from distill import fsutil
 from distill.config.pipeline import PipelineConfig, ServeConfig
@@ -149,9 +151,13 @@ def test_a_whole_turn_resumes_without_a_teacher_call_sent_twice(ray_session, tmp
     assert (relabel["cached"], relabel["sent"], relabel["teacher_calls"]) == (16, 0, 0)
     assert pq.read_table(paths.label_drawn).equals(drawn)
     train = second.steps["train"]
-    assert train["rounds_done"] == 0 and train["val_groups"] > 0 and (paths.candidate / "manifest.json").exists()
+    assert train["rounds_done"] == 0 and train["val_groups"] > 0 and train["candidate_round"] == 0
+    candidate, serving = (load_file(str(d / "visual.safetensors")) for d in (paths.candidate, paths.serving_model))
+    assert not torch.equal(candidate["head.proj.weight"], serving["head.proj.weight"])  # trained from serving
+    assert all(torch.equal(candidate[k], v) for k, v in serving.items() if k.startswith("trunk."))
     assert pq.read_table(paths.train_dir / "groups" / "round-00.parquet").num_rows == 16
     evaluation, decision = second.steps["evaluate"], second.steps["gate"]
+    assert decision["candidate_round"] == 0
     assert set(evaluation["sets"]) == {"queries", "world"} and evaluation["pool"]["items"] == 12
     assert evaluation["sets"]["queries"]["personas"] == 24 and evaluation["sets"]["world"]["personas"] == 3
     per_persona = pq.read_table(paths.per_persona).to_pylist()
