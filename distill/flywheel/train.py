@@ -79,8 +79,9 @@ def train_step(turn: Turn) -> dict:
                "teacher_calls": state.teacher_calls, "val_groups": state.val_groups, "stopped": state.stopped,
                "candidate": str(paths.candidate)}
     fsutil.write_json(paths.train_summary, summary)
-    log.info("flywheel turn %d train: %d rounds; candidate round %s, val agreement %s (serving %.4f)", turn.number,
-             state.rounds_done + 1, summary["candidate_round"], summary["candidate_val_agreement"], state.base_val)
+    log.info("flywheel turn %d train: %d rounds; candidate round %d, val agreement %.4f (serving %.4f)", turn.number,
+             state.rounds_done + 1, summary["candidate_round"], best["val_agreement"] if best else state.base_val,
+             state.base_val)
     return summary
 
 
