@@ -2,6 +2,8 @@
 # `make demo`  : same install, then the whole product end to end on the embedded world (see README).
 # `make lint`  : ruff (style, import order) and lint-imports (the package layering), both configured in pyproject.toml.
 # `make study` : after `make demo`: each sampler variant x seed trained and evaluated (docs/evaluation.md).
+# `make flywheel`: after `make demo`: Serve, simulated shoppers, their log imported, one flywheel turn under load
+#                (docs/flywheel.md); FLYWHEEL_ARGS="--requests 3000 --threads 8" for more traffic.
 PY      ?= python3.11
 VENV    ?= .venv
 BIN     := $(VENV)/bin
@@ -10,7 +12,7 @@ WORKDIR ?= runs/embedded
 CONFIG  ?= configs/embedded.yaml
 PYTEST_ARGS ?=
 
-.PHONY: install test test-fast lint demo study world clean-runs lock
+.PHONY: install test test-fast lint demo study flywheel world clean-runs lock
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -40,6 +42,11 @@ demo: install
 
 study: install
 	HF_HUB_OFFLINE=1 RAY_USAGE_STATS_ENABLED=0 $(BIN)/distill study --config $(CONFIG) --set paths.workdir=$(WORKDIR) $(STUDY_ARGS)
+
+# Loopback-only: token auth off, as scripts/demo.sh does for its cluster.
+flywheel: install
+	HF_HUB_OFFLINE=1 RAY_USAGE_STATS_ENABLED=0 RAY_AUTH_MODE=disabled $(BIN)/python scripts/flywheel_demo.py \
+		--config $(CONFIG) --set paths.workdir=$(WORKDIR) $(FLYWHEEL_ARGS)
 
 world: install
 	$(BIN)/distill world build --out $(WORKDIR)/world

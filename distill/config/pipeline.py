@@ -13,6 +13,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from distill.config.flywheel import FlywheelConfig
 from distill.config.loading import StrictModel, load_config
 from distill.config.serving import (  # noqa: F401 (re-exported)
     QueryImportConfig,
@@ -38,6 +39,7 @@ class PathsConfig(StrictModel):
     index: str = "{workdir}/index"
     embed_cache: str = "{workdir}/cache/embeddings"  # catalog embeddings per (model, catalog, split)
     query_personas: str = "{workdir}/query_personas"  # `distill queries import`: the query log as personas
+    flywheel: str = "{workdir}/flywheel"  # `distill flywheel`: one directory per turn (turn-001, ...)
 
 
 class WorldConfig(StrictModel):
@@ -331,6 +333,8 @@ class PipelineConfig(StrictModel):
     rerank: RerankConfig = Field(default_factory=RerankConfig, description="teacher re-ranking at query time (serve)")
     queries: QueryImportConfig = Field(default_factory=QueryImportConfig,
                                        description="the query log as personas (distill queries import)")
+    flywheel: FlywheelConfig = Field(default_factory=FlywheelConfig,
+                                     description="one turn: label, train, evaluate, gate (distill flywheel)")
 
     def embed_options(self) -> dict:
         """embed_catalog keyword arguments of the `embed` section (in-process threshold, cache dir)."""
