@@ -119,6 +119,9 @@ class LabelConfig(StrictModel):
     in_process_max: int = Field(0, ge=0)
     retry_dropped: bool = False  # resend requests whose answer was dropped as unparseable on a rerun
     progress_every_s: float = 10.0
+    # after a labelling pass, merge the store's parts into one when there are more than this many (every read
+    # opens every part: thousands of chunks cost seconds per read; 0: never)
+    compact_parts: int = Field(64, ge=0)
     seed: int = 0
 
 

@@ -255,6 +255,8 @@ def label_requests(requests: pa.Table, *, task: str, catalog_dir, personas_dir, 
                     teacher_cfg, label_cfg, committer)
     with summary.timed("commit"):
         committer.flush()
+        if summary.sent:
+            store.compact_if_over(label_cfg.compact_parts)
     summary.seconds = time.time() - t0
     if progress and summary.sent:
         committer.report()

@@ -7,12 +7,17 @@ A chunk is written to a hidden temp file in the same directory and renamed into 
 POSIX), so a killed job loses at most the chunk it was writing, and readers never see half a file.
 Two writers racing on the same key both commit; reads keep the first committed row per key (file
 names sort by commit time), so the table never shows a duplicate.
+
+Every read opens every part, and a part is one committed chunk: a store of a few thousand chunks takes
+seconds per read, and a knockout reads twice per round. `compact_if_over` (called after each labelling
+pass, `label.compact_parts`) merges the parts into one when there are more than that many, so reads stay
+at a fraction of a second however many chunks a run commits.
 """
 
 from __future__ import annotations
 
 import glob
-import os
+import re
 import time
 import uuid
 from datetime import datetime, timezone
@@ -28,6 +33,10 @@ from distill.schemas import LABEL_ERRORS, LABELS, conform
 # Errors that say the teacher answered and its answer was unusable: re-asking would pay again for
 # (at temperature 0) the same answer, so these count as settled unless the caller asks for a retry.
 FINAL_ERROR_PREFIXES = ("parse:",)
+
+# A merged part is named after the first part it merges, with a generation that counts down, so it sorts
+# before every part it replaces ("-c999998" < "-c999999" < "-compact" (older stores) < ".parquet").
+_PART_STEM = re.compile(r"^(part-[^-]+-[^-.]+)(?:-c(\d{6}))?")
 
 
 def _now_column(n: int) -> pa.Array:
@@ -72,10 +81,18 @@ class LabelStore:
         return sorted(glob.glob(str(directory / "part-*.parquet")))
 
     def _read(self, directory: Path, schema: pa.Schema, columns: list[str] | None, filt) -> pa.Table:
-        parts = self._parts(directory)
-        if not parts:
-            return schema.empty_table() if columns is None else schema.empty_table().select(columns)
-        return pa.concat_tables([self._read_part(p, schema, columns, filt) for p in parts])
+        for attempt in range(5):
+            parts = self._parts(directory)
+            if not parts:
+                return schema.empty_table() if columns is None else schema.empty_table().select(columns)
+            try:
+                return pa.concat_tables([self._read_part(p, schema, columns, filt) for p in parts])
+            except FileNotFoundError:
+                # Another process compacted between the listing and the read: its merged part was
+                # committed before the old parts went, so listing again sees every row.
+                if attempt == 4:
+                    raise
+        raise AssertionError("unreachable")
 
     @staticmethod
     def _read_part(path: str, schema: pa.Schema, columns: list[str] | None = None, filt=None) -> pa.Table:
@@ -138,16 +155,40 @@ class LabelStore:
     def compact(self) -> Path | None:
         """Merge all label parts into one (deduplicated) part. Safe against a crash at any point:
         the merged part is committed before the old parts go, and duplicates are dropped on read."""
-        parts = self._parts(self.labels_dir)
+        return self._compact(self.labels_dir, LABELS, dedupe=True)
+
+    def compact_errors(self) -> Path | None:
+        """Merge all error parts into one (every attempt kept: errors are a log, not a table by key)."""
+        return self._compact(self.errors_dir, LABEL_ERRORS, dedupe=False)
+
+    def compact_if_over(self, max_parts: int) -> int:
+        """Compact labels and errors where either has more than `max_parts` parts (0: never); returns how
+        many directories were merged."""
+        merged = 0
+        for directory, compact in ((self.labels_dir, self.compact), (self.errors_dir, self.compact_errors)):
+            if max_parts and len(self._parts(directory)) > max_parts and compact() is not None:
+                merged += 1
+        return merged
+
+    def _compact(self, directory: Path, schema: pa.Schema, dedupe: bool) -> Path | None:
+        parts = self._parts(directory)
         if len(parts) < 2:
             return None
-        merged = self._first_per_key(pa.concat_tables([self._read_part(p, LABELS) for p in parts]))
-        # "part-T-U-compact" sorts just before "part-T-U.parquet", the first part: merged rows keep
-        # their precedence over any newer commit, and a crash before the deletes only leaves
-        # duplicates that reads drop.
-        name = Path(parts[0]).name.replace(".parquet", "-compact.parquet")
-        out = self._commit(merged, self.labels_dir, name)
+        merged = pa.concat_tables([self._read_part(p, schema) for p in parts])
+        if dedupe:
+            merged = self._first_per_key(merged)
+        out = self._commit(merged, directory, merged_part_name(Path(parts[0]).name))
         for p in parts:
             if p != str(out):
-                os.remove(p)
+                Path(p).unlink(missing_ok=True)  # a concurrent compaction may have removed it already
         return out
+
+
+def merged_part_name(first: str) -> str:
+    """The name of a part merging parts whose first (by name) is `first`: it sorts just before `first`,
+    so the merged rows keep their precedence over any part committed later."""
+    m = _PART_STEM.match(first)
+    if m is None:
+        raise ValueError(f"not a label store part name: {first}")
+    generation = int(m.group(2)) - 1 if m.group(2) else 999_999
+    return f"{m.group(1)}-c{generation:06d}.parquet"

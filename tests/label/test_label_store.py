@@ -3,6 +3,7 @@
 import os
 
 import pyarrow as pa
+import pytest
 
 from distill.label.store import LabelStore
 from distill.schemas import LABELS
@@ -107,3 +108,58 @@ def test_an_old_format_store_still_loads(tmp_path):
     assert store.read(task="describe")["key"].to_pylist() == ["d1"]
     store.compact()
     assert store.read().to_pylist() == table.to_pylist()
+
+
+def test_compaction_keeps_precedence_and_names_stay_short(tmp_path):
+    """Repeated compactions: the first committed answer per key still wins, later commits still lose to it,
+    and a merged part's name does not grow with the number of compactions."""
+    store = LabelStore(tmp_path)
+    store.append(_rows(["k1"], raw="first"))
+    for i in range(5):
+        store.append(_rows(["k1", f"n{i}"], raw=f"later-{i}"))
+        assert store.compact_if_over(1) == 1
+        (part,) = os.listdir(tmp_path / "labels")
+        assert len(part) < 60, part
+    assert store.compact_if_over(1) == 0  # one part: nothing to merge
+    by_key = dict(zip(store.read()["key"].to_pylist(), store.read()["raw_output"].to_pylist()))
+    assert by_key == {"k1": "first", **{f"n{i}": f"later-{i}" for i in range(5)}}
+
+
+def test_errors_compact_without_dropping_attempts(tmp_path):
+    store = LabelStore(tmp_path)
+    for attempt in range(3):
+        store.append_errors(pa.table({"key": ["e1"], "teacher_id": ["t1"], "task": ["rank"], "persona_id": ["p"],
+                                      "reason": [f"parse:try{attempt}"], "raw_output": [""]}))
+    assert store.compact_if_over(2) == 1 and len(os.listdir(tmp_path / "errors")) == 1
+    assert sorted(store.read_errors()["reason"].to_pylist()) == ["parse:try0", "parse:try1", "parse:try2"]
+
+
+def test_merged_part_names_sort_before_what_they_merge():
+    from distill.label.store import merged_part_name
+
+    first = "part-00000000000000000123-abcdef012345.parquet"
+    names = [first, merged_part_name(first)]
+    names.append(merged_part_name(names[-1]))
+    legacy = "part-00000000000000000123-abcdef012345-compact.parquet"
+    assert sorted(names) == names[::-1]
+    assert merged_part_name(legacy) < legacy
+    with pytest.raises(ValueError, match="not a label store part"):
+        merged_part_name("notes.txt")
+
+
+def test_a_read_racing_a_compaction_lists_again(tmp_path, monkeypatch):
+    """A part listed before another process compacted it is gone by the time it is opened: the read lists
+    the parts again (the merged part was committed first) instead of failing."""
+    store = LabelStore(tmp_path)
+    store.append(_rows(["k1"]))
+    store.append(_rows(["k2"]))
+    stale = store._parts(store.labels_dir)
+    store.compact()
+    calls = []
+
+    def listing(directory):
+        calls.append(directory)
+        return stale if len(calls) == 1 else sorted(str(p) for p in directory.glob("part-*.parquet"))
+
+    monkeypatch.setattr(store, "_parts", listing)
+    assert store.keys() == {"k1", "k2"} and len(calls) == 2
