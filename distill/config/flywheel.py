@@ -7,6 +7,8 @@ Its own file, like teacher.py: pipeline.py is past 400 lines.
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field
 
 from distill.config.loading import StrictModel
@@ -25,6 +27,11 @@ class FlywheelConfig(StrictModel):
     # agreement, as train.val_groups); the serving student is round -1, so a turn that does not beat it there
     # exports the serving student itself
     val_groups: int = Field(100, ge=1)
+    # the candidate: val_mpr plays val queries and the world's val personas and takes the best query val MPR that
+    # keeps the world's within max_val_forgetting points of the serving student's (distill/flywheel/select.py);
+    # agreement takes the trained round with the best val pair agreement (its WiSE choice included)
+    select_on: Literal["val_mpr", "agreement"] = "val_mpr"
+    max_val_forgetting: float = Field(0.0, ge=0)
     # evaluate: the catalog split of the seeded pool that teacher knockouts (evaluate.variant, evaluate.seed) play over
     pool_split: Split = "test"
     pool_items: int | None = Field(None, ge=2)  # readable items in the pool (null: the whole split, as evaluate)

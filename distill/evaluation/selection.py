@@ -23,7 +23,7 @@ import json
 import logging
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -139,24 +139,29 @@ def select_on_val(cfg: PipelineConfig, sampler: str | None = None, progress: boo
 def choose_export(ctx, tournaments: ValTournaments, wise_alpha: list[float]) -> dict:
     """Score the base and every round at every alpha (1 always) of a run (`ctx`: a RunContext) on
     `tournaments`, export the best to the run's `distilled_model`, write the selection artifacts."""
+    with tempfile.TemporaryDirectory(prefix="distill-select-") as tmp:
+        candidates = [_candidate(tournaments, ctx, r, a, d) for r, a, d in candidate_models(ctx, wise_alpha, Path(tmp))]
+        best = best_candidate(candidates)
+        _export(best, ctx.paths.distilled_model)
+    return _write(ctx.paths.train_dir, candidates, best, tournaments)
+
+
+def candidate_models(ctx, wise_alpha: list[float], tmp: Path) -> Iterator[tuple[int, float, Path]]:
+    """(round, alpha, model dir) of the base (round -1, alpha 0) and of every trained round of a run at
+    every alpha (1 always); interpolations are written under `tmp`, one at a time as they are consumed."""
     from distill.train.model import anchor_parameters
     from distill.train.wise import interpolate_student
 
     alphas = sorted(set(wise_alpha) - {0.0} | {1.0})  # alpha 0 is the base, scored once
     anchor = anchor_parameters(ctx.base_model, ctx.tcfg.trainable) if alphas != [1.0] else {}
-    candidates = [_candidate(tournaments, ctx, -1, 0.0, ctx.base_model)]
-    with tempfile.TemporaryDirectory(prefix="distill-select-") as tmp:
-        for r in range(ctx.state.rounds_done + 1):
-            trained = ctx.paths.round_model(r)
-            if not (trained / "manifest.json").exists():
-                continue
-            for a in alphas:
-                model_dir = trained if a == 1.0 else interpolate_student(
-                    anchor, trained, a, Path(tmp) / f"r{r}-a{a:g}", {"role": "selected", "round": r, "wise_alpha": a})
-                candidates.append(_candidate(tournaments, ctx, r, a, model_dir))
-        best = best_candidate(candidates)
-        _export(best, ctx.paths.distilled_model)
-    return _write(ctx.paths.train_dir, candidates, best, tournaments)
+    yield -1, 0.0, ctx.base_model
+    for r in range(ctx.state.rounds_done + 1):
+        trained = ctx.paths.round_model(r)
+        if not (trained / "manifest.json").exists():
+            continue
+        for a in alphas:
+            yield r, a, trained if a == 1.0 else interpolate_student(
+                anchor, trained, a, tmp / f"r{r}-a{a:g}", {"role": "selected", "round": r, "wise_alpha": a})
 
 
 def _candidate(tournaments: ValTournaments, ctx, round_idx: int, alpha: float, model_dir: Path) -> Candidate:
@@ -168,15 +173,19 @@ def _candidate(tournaments: ValTournaments, ctx, round_idx: int, alpha: float, m
 
 
 def _export(best: Candidate, out_dir: Path) -> None:
+    export_model(best.model_dir, out_dir, {"selected_on": "val_mpr", "selected_round": best.round,
+                                           "selected_alpha": best.alpha, "selected_val_mpr": best.val_mpr})
+
+
+def export_model(model_dir: Path, out_dir: Path, manifest_update: dict) -> None:
     """Copy the chosen model over the run's export, atomically (a half-copied export is never read)."""
     out_dir = Path(out_dir)
     staging = out_dir.with_name(out_dir.name + ".selecting")
     shutil.rmtree(staging, ignore_errors=True)
-    shutil.copytree(best.model_dir, staging)
+    shutil.copytree(model_dir, staging)
     manifest_path = staging / "manifest.json"
     manifest = json.loads(manifest_path.read_text())
-    manifest.update({"selected_on": "val_mpr", "selected_round": best.round, "selected_alpha": best.alpha,
-                     "selected_val_mpr": best.val_mpr})
+    manifest.update(manifest_update)
     manifest_path.write_text(json.dumps(manifest, indent=2))
     old = out_dir.with_name(out_dir.name + ".replaced")
     shutil.rmtree(old, ignore_errors=True)

@@ -71,8 +71,8 @@ def gate_step(turn: Turn) -> dict:
         published, refused = publish(turn)
         promote, reason = (False, f"{reason}; not promoted: {refused}") if refused else (True, reason)
     decision = _decision(turn, evaluation, promote, reason, published)
-    if decision["candidate_round"] == -1:  # the train step had no group to train on
-        decision["reason"] += "; no round was trained, so the candidate is the serving student itself"
+    if decision["candidate_round"] == -1:  # no group to train on, or no round beat it on val without forgetting
+        decision["reason"] += "; the candidate is the serving student itself (see train.json)"
     fsutil.write_json(turn.paths.decision, decision)
     log.info("flywheel turn %d: %s (%s)", turn.number, "promoted" if promote else "rejected", decision["reason"])
     return decision

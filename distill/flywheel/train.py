@@ -16,10 +16,11 @@ Round 0's groups are the label step's: they are frozen into the driver's `groups
 it reads round 0 from, so it never mixes in other round-0 answers of the store. Everything else (replay, lr
 and its decay, the trunk feature cache, WiSE-FT, resume from the latest checkpoint) is the train section's.
 
-The candidate is the best TRAINED round by val agreement (its WiSE interpolation when the round chose one),
-copied to <turn>/candidate. The train stage's export would be the serving student itself whenever no round
-beats it on val agreement, a noisy measure on a few val queries; the turn instead leaves that judgement to
-the gate, which plays the trained student against the serving one in teacher knockouts on held-out queries.
+The candidate, copied to <turn>/candidate, is chosen on val (`flywheel.select_on`):
+  val_mpr    the best query val MPR among the serving student and every round at every WiSE alpha that
+             keeps the world's val personas within `max_val_forgetting` (select.py)
+  agreement  the best TRAINED round by val pair agreement (its WiSE interpolation when the round chose one):
+             agreement on a few val queries is noisy, so the gate's knockouts judge the trained student
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ import pyarrow.parquet as pq
 
 from distill import fsutil
 from distill.config.pipeline import PipelineConfig
+from distill.flywheel.select import select_candidate
 from distill.flywheel.turn import Turn, TurnPaths, read_json
 from distill.train.groups import ROUND_ROWS
 from distill.train.state import copy_model
@@ -67,21 +69,26 @@ def train_step(turn: Turn) -> dict:
         fsutil.write_parquet(round0, pq.read_table(paths.label_groups).select(ROUND_ROWS.names).cast(ROUND_ROWS))
     state = driver.run()
     best = best_trained_round(state.history)
-    source = round_export(driver, best) if best else paths.serving_model  # no group to train on: no new model
-    copy_model(source, paths.candidate, {"role": "flywheel_candidate", "turn": turn.number,
-                                         "round": best["round"] if best else -1,
-                                         "val_agreement": best["val_agreement"] if best else state.base_val,
-                                         "serving_val_agreement": state.base_val})
-    summary = {"rounds_done": state.rounds_done, "candidate_round": best["round"] if best else -1,
+    selection = None
+    if turn.cfg.flywheel.select_on == "val_mpr":
+        selection = select_candidate(turn, driver)
+    else:
+        source = round_export(driver, best) if best else paths.serving_model  # no group to train on: no new model
+        copy_model(source, paths.candidate, {"role": "flywheel_candidate", "turn": turn.number,
+                                             "round": best["round"] if best else -1,
+                                             "val_agreement": best["val_agreement"] if best else state.base_val,
+                                             "serving_val_agreement": state.base_val})
+    candidate_round = selection["round"] if selection else best["round"] if best else -1
+    summary = {"selection": selection, "rounds_done": state.rounds_done, "candidate_round": candidate_round,
                "candidate_val_agreement": best["val_agreement"] if best else None,
                "candidate_val_gain_ci95": best.get("val_gain_ci95") if best else None,
                "serving_val_agreement": state.base_val, "train_stage_best_round": state.best_round,
                "teacher_calls": state.teacher_calls, "val_groups": state.val_groups, "stopped": state.stopped,
                "candidate": str(paths.candidate)}
     fsutil.write_json(paths.train_summary, summary)
-    log.info("flywheel turn %d train: %d rounds; candidate round %d, val agreement %.4f (serving %.4f)", turn.number,
-             state.rounds_done + 1, summary["candidate_round"], best["val_agreement"] if best else state.base_val,
-             state.base_val)
+    log.info("flywheel turn %d train: %d rounds; candidate round %d, val agreement of the best round %.4f "
+             "(serving %.4f)", turn.number, state.rounds_done + 1, summary["candidate_round"],
+             best["val_agreement"] if best else state.base_val, state.base_val)
     return summary
 
 

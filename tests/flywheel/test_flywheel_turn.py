@@ -128,6 +128,7 @@ def _store_keys(cfg: PipelineConfig) -> int:
 def test_a_whole_turn_resumes_without_a_teacher_call_sent_twice(ray_session, tmp_path):
     raw = make_flywheel_world(tmp_path)
     raw["evaluate"] = {"variant": "fiveway"}
+    raw["flywheel"]["select_on"] = "agreement"  # the trained round, whatever val says (val_mpr: the next test)
     cfg = PipelineConfig.model_validate(raw)
 
     first = run_turn(cfg, until="label", progress=False)
