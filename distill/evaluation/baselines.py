@@ -174,9 +174,20 @@ class TextOnlyScorer(_FrozenTextTowerScorer):
         return self
 
     def item_embeddings(self, item_ids: list[str]) -> np.ndarray:
-        from distill.data.layout import read_catalog
+        """Kept per item: the rows meet the same pools again (other writers on your catalog and new kinds)."""
+        from distill.retrieval.queries import encode_texts
 
         self.load()
+        cache = self.__dict__.setdefault("_item_emb", {})
+        new = [i for i in dict.fromkeys(item_ids) if i not in cache]
+        if new:
+            text_of = self._item_texts(new)
+            cache.update(zip(new, encode_texts(self._student, [text_of[i] for i in new])))
+        return np.stack([cache[i] for i in item_ids]) if item_ids else np.zeros((0, 1), np.float32)
+
+    def _item_texts(self, item_ids: list[str]) -> dict[str, str]:
+        from distill.data.layout import read_catalog
+
         text_of = {}
         for split in (self.split, *self.more_splits):
             table = read_catalog(self.catalog_dir, split, columns=["item_id", "title", "text"])
@@ -188,9 +199,7 @@ class TextOnlyScorer(_FrozenTextTowerScorer):
         if missing:
             raise KeyError(f"{len(missing)} pool item(s) not in catalog {self.catalog_dir} split(s) "
                            f"{[self.split, *self.more_splits]}, e.g. {missing[:3]}")
-        from distill.retrieval.queries import encode_texts
-
-        return encode_texts(self._student, [text_of[i] for i in item_ids])
+        return text_of
 
 
 @dataclass
