@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The whole product on the embedded default, as a user runs it on a cluster:
-#   local Ray head -> ray job submit label -> train (aligned + uniform ablation) -> evaluate -> index
+#   local Ray head -> ray job submit label -> train (aligned; ABLATION=1 adds uniform) -> evaluate -> index
 #   -> Ray Serve retriever -> a sample query -> stop (KEEP_SERVING=1 leaves Serve running).
 # Usage: scripts/demo.sh [CONFIG] [WORKDIR]   (make demo calls it with the venv first on PATH)
 set -euo pipefail
@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 CONFIG=${1:-configs/embedded.yaml}
 WORKDIR=${2:-runs/embedded}
 KEEP_SERVING=${KEEP_SERVING:-0}
-ABLATION=${ABLATION:-1}
+ABLATION=${ABLATION:-0}  # 1: also train the uniform-sampling ablation (make study runs it over seeds)
 DASH_PORT=${DASH_PORT:-8265}
 # The head's GCS port and its job agent's HTTP port: another local Ray on the machine may hold 6379 / 52365
 # (then the agent never registers and every submission fails with "No available agent").
