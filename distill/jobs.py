@@ -16,6 +16,10 @@ Policies, each in one place:
   private local Ray (`ray.init(address=None)`). Inside `ray job submit` RAY_ADDRESS is set. Already
   connected (tests, notebooks): reuse that connection.
 - Logging: `distill.logs` on the driver and, through a setup hook, in every Ray worker.
+- Threads: under `ray job submit` the entrypoint inherits OMP_NUM_THREADS=1 from Ray's job supervisor (which
+  reserves no CPU), so torch in the job's own process (trunk features, alignment, the in-process teacher, val
+  scoring) would use one core while the cluster's workers wait for it. Such a job sets torch to the CPUs it may
+  run on (`DISTILL_DRIVER_THREADS` sets another number).
 - Exit codes: 0 done, 1 a stage error with its message (missing input, failed round), 2 a bad config or
   invocation (found before Ray starts).
 """
@@ -109,6 +113,21 @@ def init_ray(worker_env: dict[str, str]) -> None:
     ray.data.DataContext.get_current().enable_progress_bars = False
 
 
+def set_driver_threads(environ=os.environ) -> int | None:
+    """The torch threads of a submitted job's own process (module docstring); None where nothing changed."""
+    wanted = environ.get("DISTILL_DRIVER_THREADS")
+    if wanted is None and not ("RAY_JOB_CONFIG_JSON_ENV_VAR" in environ and environ.get("OMP_NUM_THREADS") == "1"):
+        return None
+    import torch
+
+    threads = int(wanted) if wanted and wanted.isdigit() else len(os.sched_getaffinity(0)) if not wanted else 0
+    if threads < 1:
+        raise ValueError(f"DISTILL_DRIVER_THREADS must be a positive integer, not {wanted!r}")
+    torch.set_num_threads(threads)
+    log.info("torch threads in this job's process: %d", threads)
+    return threads
+
+
 def load_stage_config(stage: Stage, args: argparse.Namespace) -> PipelineConfig:
     return load_pipeline_config(args.config, overrides_for(stage, args))
 
@@ -119,6 +138,7 @@ def execute(stage: Stage, args: argparse.Namespace) -> int:
     try:
         cfg = load_stage_config(stage, args)
         stage.preflight(cfg, args)
+        set_driver_threads()
     except (ConfigError, *STAGE_ERRORS) as err:
         log.error("%s", err)
         return 2

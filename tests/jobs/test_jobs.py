@@ -159,3 +159,25 @@ def test_label_stage_fails_while_round_zero_answers_are_owed(monkeypatch, tmp_pa
     settled = LabelSummary("t", "rank", requested=3, answered=2, dropped={"parse:wrong_length": 1})
     monkeypatch.setattr(pipeline, "label_groups", lambda *a, **k: settled)
     assert label_stage.run(cfg, argparse.Namespace())["answered"] == 2
+
+
+def test_a_submitted_job_uses_the_machines_cores_not_the_supervisors_one(monkeypatch):
+    """Ray's job supervisor hands its entrypoint OMP_NUM_THREADS=1; the job's own torch work gets the cores."""
+    import os
+
+    import torch
+
+    from distill.jobs import set_driver_threads
+
+    before = torch.get_num_threads()
+    try:
+        assert set_driver_threads({"OMP_NUM_THREADS": "1"}) is None  # not a submitted job: left alone
+        assert set_driver_threads({"RAY_JOB_CONFIG_JSON_ENV_VAR": "{}", "OMP_NUM_THREADS": "4"}) is None  # chosen
+        cores = len(os.sched_getaffinity(0))
+        assert set_driver_threads({"RAY_JOB_CONFIG_JSON_ENV_VAR": "{}", "OMP_NUM_THREADS": "1"}) == cores
+        assert torch.get_num_threads() == cores
+        assert set_driver_threads({"DISTILL_DRIVER_THREADS": "1"}) == 1 and torch.get_num_threads() == 1
+        with pytest.raises(ValueError, match="DISTILL_DRIVER_THREADS"):
+            set_driver_threads({"DISTILL_DRIVER_THREADS": "many"})
+    finally:
+        torch.set_num_threads(before)
