@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import logging
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pyarrow as pa
@@ -39,9 +39,11 @@ class Scored:
     alpha: float
     model_dir: Path
     val_mpr: dict[str, float]  # persona set -> mean over its pools
+    pools: dict[str, float] = field(default_factory=dict)  # "<set>_<pool>" -> MPR
 
     def row(self) -> dict:
-        return {"round": self.round, "alpha": self.alpha, **{f"val_mpr_{k}": v for k, v in self.val_mpr.items()}}
+        return {"round": self.round, "alpha": self.alpha, **{f"val_mpr_{k}": v for k, v in self.val_mpr.items()},
+                **{f"mpr_{k}": v for k, v in self.pools.items()}}
 
 
 def select_candidate(turn, driver) -> dict:
@@ -83,11 +85,12 @@ def score(sets: dict[str, ValTournaments], ctx, round_idx: int, alpha: float, mo
     def embed(split):
         return ctx.embed(model_dir, split)
 
-    val_mpr = {}
+    val_mpr, pools = {}, {}
     for name, tournaments in sets.items():
         mpr, _ = tournaments.score(embed)
         val_mpr[name] = sum(mpr.values()) / len(mpr)
-    return Scored(round_idx, alpha, Path(model_dir), val_mpr)
+        pools.update({f"{name}_{pool}": value for pool, value in mpr.items()})
+    return Scored(round_idx, alpha, Path(model_dir), val_mpr, pools)
 
 
 def choose(scored: list[Scored], max_val_forgetting: float) -> Scored:
