@@ -155,6 +155,16 @@ def wait_for_version(url: str, version: str) -> None:
     print(f"!! Serve did not take up {version} within {SWAP_WAIT_S}s", flush=True)
 
 
+def chosen_on(train: dict) -> str:
+    """How the candidate was chosen, in words and val numbers (train.json)."""
+    sel = train.get("selection")
+    if not sel:
+        return (f", val agreement {_num(train['candidate_val_agreement'])} "
+                f"(serving {_num(train['serving_val_agreement'])})")
+    vals = ", ".join(f"{k} {sel['serving_val_mpr'][k]:.2f} -> {v:.2f}" for k, v in sel["val_mpr"].items())
+    return f" at alpha {sel['alpha']:g}, chosen on val MPR ({vals})"
+
+
 def report_turn(outcome, tally: Tally, t0: float) -> None:
     from distill.evaluation.stats import Interval
 
@@ -162,8 +172,8 @@ def report_turn(outcome, tally: Tally, t0: float) -> None:
     print(f"\n== flywheel turn {outcome.turn.number} ({outcome.turn.paths.dir}), {time.time() - t0:.0f}s")
     train = outcome.steps["train"]
     print(f"   label: {outcome.steps['label']['labelled_groups']} groups for {outcome.steps['label']['personas']} "
-          f"train queries; train: {train['rounds_done'] + 1} round(s), candidate = round {train['candidate_round']}, "
-          f"val agreement {_num(train['candidate_val_agreement'])} (serving {_num(train['serving_val_agreement'])})")
+          f"train queries; train: {train['rounds_done'] + 1} round(s), candidate = round {train['candidate_round']}"
+          + chosen_on(train))
     pool = evaluation["pool"]
     for name, title in (("queries", "held-out simulated queries"), ("world", "world test personas (no forgetting)")):
         block = evaluation["sets"].get(name)
