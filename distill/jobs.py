@@ -120,8 +120,11 @@ def set_driver_threads(environ=os.environ) -> int | None:
         return None
     import torch
 
-    threads = int(wanted) if wanted and wanted.isdigit() else len(os.sched_getaffinity(0)) if not wanted else 0
-    if threads < 1:
+    if not wanted:
+        threads = len(os.sched_getaffinity(0))
+    elif wanted.isdigit() and int(wanted) >= 1:
+        threads = int(wanted)
+    else:
         raise ValueError(f"DISTILL_DRIVER_THREADS must be a positive integer, not {wanted!r}")
     torch.set_num_threads(threads)
     log.info("torch threads in this job's process: %d", threads)

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
 import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -173,26 +172,11 @@ def _candidate(tournaments: ValTournaments, ctx, round_idx: int, alpha: float, m
 
 
 def _export(best: Candidate, out_dir: Path) -> None:
-    export_model(best.model_dir, out_dir, {"selected_on": "val_mpr", "selected_round": best.round,
-                                           "selected_alpha": best.alpha, "selected_val_mpr": best.val_mpr})
-
-
-def export_model(model_dir: Path, out_dir: Path, manifest_update: dict) -> None:
     """Copy the chosen model over the run's export, atomically (a half-copied export is never read)."""
-    out_dir = Path(out_dir)
-    staging = out_dir.with_name(out_dir.name + ".selecting")
-    shutil.rmtree(staging, ignore_errors=True)
-    shutil.copytree(model_dir, staging)
-    manifest_path = staging / "manifest.json"
-    manifest = json.loads(manifest_path.read_text())
-    manifest.update(manifest_update)
-    manifest_path.write_text(json.dumps(manifest, indent=2))
-    old = out_dir.with_name(out_dir.name + ".replaced")
-    shutil.rmtree(old, ignore_errors=True)
-    if out_dir.exists():
-        out_dir.rename(old)
-    staging.rename(out_dir)
-    shutil.rmtree(old, ignore_errors=True)
+    from distill.train.state import copy_model
+
+    copy_model(best.model_dir, out_dir, {"selected_on": "val_mpr", "selected_round": best.round,
+                                         "selected_alpha": best.alpha, "selected_val_mpr": best.val_mpr})
 
 
 def _write(train_dir: Path, candidates: list[Candidate], best: Candidate, tournaments: ValTournaments) -> dict:

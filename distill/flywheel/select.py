@@ -26,7 +26,8 @@ from pathlib import Path
 import pyarrow as pa
 
 from distill import fsutil
-from distill.evaluation.selection import ValTournaments, candidate_models, export_model
+from distill.evaluation.selection import ValTournaments, candidate_models
+from distill.train.state import copy_model
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +57,7 @@ def select_candidate(turn, driver) -> dict:
     with tempfile.TemporaryDirectory(prefix="distill-flywheel-select-") as tmp:
         scored = [score(sets, ctx, r, a, d) for r, a, d in candidate_models(ctx, ctx.tcfg.wise_alpha or [], Path(tmp))]
         best = choose(scored, turn.cfg.flywheel.max_val_forgetting)
-        export_model(best.model_dir, turn.paths.candidate, {
+        copy_model(best.model_dir, turn.paths.candidate, {
             "role": "flywheel_candidate", "turn": turn.number, "selected_on": "val_mpr", "round": best.round,
             "wise_alpha": best.alpha, "selected_val_mpr": best.val_mpr})
     fsutil.write_parquet(turn.paths.train_dir / "selection.parquet", pa.Table.from_pylist([s.row() for s in scored]))

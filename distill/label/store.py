@@ -81,18 +81,20 @@ class LabelStore:
         return sorted(glob.glob(str(directory / "part-*.parquet")))
 
     def _read(self, directory: Path, schema: pa.Schema, columns: list[str] | None, filt) -> pa.Table:
-        for attempt in range(5):
-            parts = self._parts(directory)
-            if not parts:
-                return schema.empty_table() if columns is None else schema.empty_table().select(columns)
+        for _ in range(4):
             try:
-                return pa.concat_tables([self._read_part(p, schema, columns, filt) for p in parts])
+                return self._read_parts(directory, schema, columns, filt)
             except FileNotFoundError:
                 # Another process compacted between the listing and the read: its merged part was
                 # committed before the old parts went, so listing again sees every row.
-                if attempt == 4:
-                    raise
-        raise AssertionError("unreachable")
+                continue
+        return self._read_parts(directory, schema, columns, filt)
+
+    def _read_parts(self, directory: Path, schema: pa.Schema, columns: list[str] | None, filt) -> pa.Table:
+        parts = self._parts(directory)
+        if not parts:
+            return schema.empty_table() if columns is None else schema.empty_table().select(columns)
+        return pa.concat_tables([self._read_part(p, schema, columns, filt) for p in parts])
 
     @staticmethod
     def _read_part(path: str, schema: pa.Schema, columns: list[str] | None = None, filt=None) -> pa.Table:
