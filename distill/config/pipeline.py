@@ -267,7 +267,8 @@ class EvalConfig(StrictModel):
         return sorted(set(ks))
 
 
-StudyVariant = Literal["aligned", "uniform", "aligned+remedies", "plain", "no-drift", "caption", "low-rank"]
+StudyVariant = Literal["aligned", "uniform", "aligned+remedies", "plain", "no-drift", "caption", "low-rank",
+                       "budget-10k", "budget-30k"]
 
 
 class StudyConfig(StrictModel):
