@@ -59,13 +59,14 @@ class Candidate:
     model_dir: Path
     mpr: dict[str, float]  # per pool
     hubness: dict[str, dict]  # per pool
+    removal: float = 0.0  # share of the mean-persona direction removed (distill/train/persona_mean.py)
 
     @property
     def val_mpr(self) -> float:
         return float(np.mean(list(self.mpr.values())))
 
     def row(self) -> dict:
-        out = {"round": self.round, "alpha": self.alpha, "val_mpr": self.val_mpr}
+        out = {"round": self.round, "alpha": self.alpha, "removal": self.removal, "val_mpr": self.val_mpr}
         for pool, value in self.mpr.items():
             out[f"mpr_{pool}"] = value
             out[f"max_share_{pool}"] = self.hubness[pool]["max_share"]
@@ -120,6 +121,23 @@ class ValTournaments:
             hub[pool.name] = score_hubness(scores, pool.items)
         return mpr, hub
 
+    def teacher_hubness(self, cfg: PipelineConfig, persona_split: str = "val") -> dict[str, dict] | None:
+        """The teacher's own top-10 hubness per pool (its full scores), or None when it cannot score a pool."""
+        from distill.evaluation.full_ranking import teacher_full_scores
+        from distill.evaluation.tournament import eval_teacher_config
+
+        ids, texts = split_personas(cfg.path("personas"), persona_split, None)
+        text_of = dict(zip(ids, texts))
+        out = {}
+        for pool in self.pools:
+            full = teacher_full_scores(eval_teacher_config(cfg.teacher), cfg.path("catalog"), self.persona_ids,
+                                       [text_of[p] for p in self.persona_ids], pool.items)
+            if not full.ok:
+                log.info("val selection: no teacher hubness to compare with (%s)", full.reason)
+                return None
+            out[pool.name] = score_hubness(full.scores, pool.items)
+        return out
+
 
 def best_candidate(candidates: list[Candidate]) -> Candidate:
     """The highest val MPR; ties (to 1e-9) go to the base, then the earlier round, then the smaller alpha."""
@@ -140,9 +158,46 @@ def choose_export(ctx, tournaments: ValTournaments, wise_alpha: list[float]) -> 
     `tournaments`, export the best to the run's `distilled_model`, write the selection artifacts."""
     with tempfile.TemporaryDirectory(prefix="distill-select-") as tmp:
         candidates = [_candidate(tournaments, ctx, r, a, d) for r, a, d in candidate_models(ctx, wise_alpha, Path(tmp))]
-        best = best_candidate(candidates)
+        best, reference = best_candidate(candidates), None
+        if ctx.tcfg.persona_mean_removal:
+            removals = list(removal_candidates(ctx, tournaments, best, Path(tmp)))
+            reference = tournaments.teacher_hubness(ctx.cfg) or {k: h for k, h in candidates[0].hubness.items()}
+            best = least_hub_choice([best, *removals], reference, candidates[0], ctx.tcfg.max_hub_ratio)
+            candidates += removals
         _export(best, ctx.paths.distilled_model)
-    return _write(ctx.paths.train_dir, candidates, best, tournaments)
+    return _write(ctx.paths.train_dir, candidates, best, tournaments, reference)
+
+
+def removal_candidates(ctx, tournaments: ValTournaments, chosen: Candidate, tmp: Path) -> Iterator[Candidate]:
+    """The chosen candidate with each share of `train.persona_mean_removal` of the mean train-persona
+    direction removed from its projection (distill/train/persona_mean.py), scored on `tournaments`."""
+    from distill.train.persona_mean import mean_direction, remove_from_student
+
+    direction = mean_direction(ctx.persona_matrix("train")[1])
+    for beta in sorted(set(ctx.tcfg.persona_mean_removal) - {0.0}):
+        model_dir = remove_from_student(chosen.model_dir, direction, beta, tmp / f"removal-{beta:g}")
+        mpr, hub = tournaments.score(lambda split, d=model_dir: ctx.embed(d, split))
+        log.info("val selection: removal %g of the mean-persona direction: val MPR %.2f, top-10 max share %s", beta,
+                 float(np.mean(list(mpr.values()))), ", ".join(f"{k} {h['max_share']:.1f}%" for k, h in hub.items()))
+        yield Candidate(chosen.round, chosen.alpha, model_dir, mpr, hub, removal=beta)
+
+
+def hub_ratio(candidate: Candidate, reference: dict[str, dict]) -> float:
+    """The worst pool's top-10 max share over the reference's (the teacher's own, else the base's)."""
+    return max(candidate.hubness[k]["max_share"] / max(ref["max_share"], 1e-9) for k, ref in reference.items())
+
+
+def least_hub_choice(options: list[Candidate], reference: dict[str, dict], base: Candidate,
+                     max_ratio: float) -> Candidate:
+    """The best val MPR among the options within `max_ratio` of the reference's hubness that keep at least
+    the base's distinct top-10 items in every pool; when none does, the option with the lowest ratio."""
+    def keeps_variety(c: Candidate) -> bool:
+        return all(c.hubness[k]["distinct"] >= base.hubness[k]["distinct"] for k in base.hubness)
+
+    within = [c for c in options if hub_ratio(c, reference) <= max_ratio and keeps_variety(c)]
+    if within:
+        return max(within, key=lambda c: (round(c.val_mpr, 9), -c.removal))
+    return min(options, key=lambda c: (round(hub_ratio(c, reference), 9), -c.val_mpr))
 
 
 def candidate_models(ctx, wise_alpha: list[float], tmp: Path) -> Iterator[tuple[int, float, Path]]:
@@ -176,16 +231,21 @@ def _export(best: Candidate, out_dir: Path) -> None:
     from distill.train.state import copy_model
 
     copy_model(best.model_dir, out_dir, {"selected_on": "val_mpr", "selected_round": best.round,
-                                         "selected_alpha": best.alpha, "selected_val_mpr": best.val_mpr})
+                                         "selected_alpha": best.alpha, "selected_removal": best.removal,
+                                         "selected_val_mpr": best.val_mpr})
 
 
-def _write(train_dir: Path, candidates: list[Candidate], best: Candidate, tournaments: ValTournaments) -> dict:
+def _write(train_dir: Path, candidates: list[Candidate], best: Candidate, tournaments: ValTournaments,
+           hub_reference: dict[str, dict] | None = None) -> dict:
     pq.write_table(pa.Table.from_pylist([c.row() for c in candidates]), Path(train_dir) / SELECTION_TABLE)
-    choice = {"selected_on": "val_mpr", "round": best.round, "alpha": best.alpha, "val_mpr": best.val_mpr,
+    choice = {"selected_on": "val_mpr", "round": best.round, "alpha": best.alpha, "removal": best.removal,
+              "val_mpr": best.val_mpr, "max_share": {k: h["max_share"] for k, h in best.hubness.items()},
+              "hub_reference_max_share": {k: h["max_share"] for k, h in (hub_reference or {}).items()},
               "mpr": best.mpr, "base_val_mpr": candidates[0].val_mpr, "val_personas": len(tournaments.persona_ids),
               "pools": {p.name: len(p.items) for p in tournaments.pools}, "candidates": len(candidates)}
     (Path(train_dir) / SELECTION_JSON).write_text(json.dumps(choice, indent=2))
-    what = "the base" if best.round < 0 else f"round {best.round} at alpha {best.alpha:g}"
+    what = ("the base" if best.round < 0 else f"round {best.round} at alpha {best.alpha:g}") + (
+        f", {best.removal:g} of the mean-persona direction removed" if best.removal else "")
     log.info("val selection: %s, val MPR %.2f (base %.2f) over %d val personas", what, best.val_mpr,
              candidates[0].val_mpr, len(tournaments.persona_ids))
     return choice

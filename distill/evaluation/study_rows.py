@@ -47,9 +47,13 @@ def evaluate_exports(cfg: PipelineConfig, runs, progress: bool = True) -> pa.Tab
         "evaluate.models": {name: path for name, (_, _, path) in exports.items()},
         # the held-out query sections and the user queries are the evaluation stage's: not per study run
         "evaluate.conversations": False, "evaluate.composed": False, "evaluate.user_queries": []})
-    outcome = run_evaluation(eval_cfg, progress=progress)
+    return export_lines(run_evaluation(eval_cfg, progress=progress), exports)
+
+
+def export_lines(outcome, exports: dict[str, tuple[str, int, str]]) -> pa.Table:
+    """One line per (row, model) of an evaluation outcome (`EvalOutcome`): the study's exports and references."""
     lines = []
-    for data in outcome.datas.values():
+    for data in outcome.rows.values():
         for m in data.models:
             variant, seed = _variant_seed(m, exports)
             if variant is None:

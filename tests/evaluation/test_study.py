@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -95,3 +96,30 @@ def test_the_rows_table_gives_mean_and_sd_over_seeds_and_counts_intervals_above_
     assert "| new_kinds | base | - | 70.00 | - | - | - | - | 40.0 | 100 |" in text
     assert "| new_kinds | teacher | - | - | - | - | - | - | 15.0 | 120 |" in text
     assert rows_markdown(table.slice(0, 0)) == []
+
+
+def test_export_lines_read_every_played_row_of_the_evaluation():
+    from distill.evaluation.stats import Interval
+    from distill.evaluation.report import ModelResult, ReportData
+    from distill.evaluation.run import EvalOutcome
+    from distill.evaluation.study_rows import export_lines
+
+    def model(name, kind, mpr, delta=None):
+        iv = {"delta_mpr": Interval(delta, delta - 1, delta + 1, 1)} if delta is not None else {}
+        return ModelResult(name, kind, "", {"mpr": mpr}, {}, {}, intervals=iv,
+                           hubness={"max_share": 12.5, "distinct": 40})
+
+    def row(name, delta):
+        return ReportData("world", "catalog", "test", "pairwise", ["p0"], ["t"], 50, 0, {}, {}, None, {},
+                          [model("base", "base", 60.0), model("budget-10k-s0", "extra", 60.0 + delta, delta),
+                           model("distilled", "distilled", 61.0)], {}, {}, "", "cpu",
+                          teacher_hubness={"max_share": 10.0, "distinct": 45}, row=name)
+
+    outcome = EvalOutcome(row("new_kinds", 5.0), Path("."), rows={"your_catalog": row("your_catalog", 2.0),
+                                                                   "new_kinds": row("new_kinds", 5.0)})
+    table = export_lines(outcome, {"budget-10k-s0": ("budget-10k", 0, "/m")}).to_pylist()
+
+    assert [(r["row"], r["variant"], r["seed"]) for r in table] == [
+        ("your_catalog", "base", -1), ("your_catalog", "budget-10k", 0), ("new_kinds", "base", -1),
+        ("new_kinds", "budget-10k", 0)]  # the train stage's own "distilled" is not a study run
+    assert table[1]["delta_mpr"] == 2.0 and table[3]["mpr"] == 65.0 and table[3]["teacher_max_share"] == 10.0
