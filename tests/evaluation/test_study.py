@@ -99,9 +99,9 @@ def test_the_rows_table_gives_mean_and_sd_over_seeds_and_counts_intervals_above_
 
 
 def test_export_lines_read_every_played_row_of_the_evaluation():
-    from distill.evaluation.stats import Interval
     from distill.evaluation.report import ModelResult, ReportData
     from distill.evaluation.run import EvalOutcome
+    from distill.evaluation.stats import Interval
     from distill.evaluation.study_rows import export_lines
 
     def model(name, kind, mpr, delta=None):
