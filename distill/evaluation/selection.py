@@ -60,6 +60,7 @@ class Candidate:
     mpr: dict[str, float]  # per pool
     hubness: dict[str, dict]  # per pool
     removal: float = 0.0  # share of the mean-persona direction removed (distill/train/persona_mean.py)
+    pool_hubness: dict[str, dict] | None = None  # top-10 hubness over full-size val pools (hub_check.py)
 
     @property
     def val_mpr(self) -> float:
@@ -71,6 +72,9 @@ class Candidate:
             out[f"mpr_{pool}"] = value
             out[f"max_share_{pool}"] = self.hubness[pool]["max_share"]
             out[f"distinct_{pool}"] = self.hubness[pool]["distinct"]
+        for pool, h in (self.pool_hubness or {}).items():
+            out[f"full_max_share_{pool}"] = h["max_share"]
+            out[f"full_distinct_{pool}"] = h["distinct"]
         return out
 
 
@@ -121,23 +125,6 @@ class ValTournaments:
             hub[pool.name] = score_hubness(scores, pool.items)
         return mpr, hub
 
-    def teacher_hubness(self, cfg: PipelineConfig, persona_split: str = "val") -> dict[str, dict] | None:
-        """The teacher's own top-10 hubness per pool (its full scores), or None when it cannot score a pool."""
-        from distill.evaluation.full_ranking import teacher_full_scores
-        from distill.evaluation.tournament import eval_teacher_config
-
-        ids, texts = split_personas(cfg.path("personas"), persona_split, None)
-        text_of = dict(zip(ids, texts))
-        out = {}
-        for pool in self.pools:
-            full = teacher_full_scores(eval_teacher_config(cfg.teacher), cfg.path("catalog"), self.persona_ids,
-                                       [text_of[p] for p in self.persona_ids], pool.items)
-            if not full.ok:
-                log.info("val selection: no teacher hubness to compare with (%s)", full.reason)
-                return None
-            out[pool.name] = score_hubness(full.scores, pool.items)
-        return out
-
 
 def best_candidate(candidates: list[Candidate]) -> Candidate:
     """The highest val MPR; ties (to 1e-9) go to the base, then the earlier round, then the smaller alpha."""
@@ -160,31 +147,43 @@ def choose_export(ctx, tournaments: ValTournaments, wise_alpha: list[float]) -> 
         candidates = [_candidate(tournaments, ctx, r, a, d) for r, a, d in candidate_models(ctx, wise_alpha, Path(tmp))]
         best, reference = best_candidate(candidates), None
         if ctx.tcfg.persona_mean_removal:
-            removals = list(removal_candidates(ctx, tournaments, best, Path(tmp)))
-            reference = tournaments.teacher_hubness(ctx.cfg) or {k: h for k, h in candidates[0].hubness.items()}
-            best = least_hub_choice([best, *removals], reference, candidates[0], ctx.tcfg.max_hub_ratio)
+            check = hub_check(ctx, tournaments)
+            base = candidates[0]
+            for c in {id(base): base, id(best): best}.values():
+                c.pool_hubness = check.score(lambda split, d=c.model_dir: ctx.embed(d, split))
+            removals = list(removal_candidates(ctx, tournaments, check, best, Path(tmp)))
+            reference = check.teacher or base.pool_hubness  # a generative teacher: not above the base's
+            best = least_hub_choice([best, *removals], reference, base, ctx.tcfg.max_hub_ratio)
             candidates += removals
         _export(best, ctx.paths.distilled_model)
     return _write(ctx.paths.train_dir, candidates, best, tournaments, reference)
 
 
-def removal_candidates(ctx, tournaments: ValTournaments, chosen: Candidate, tmp: Path) -> Iterator[Candidate]:
+def hub_check(ctx, tournaments: ValTournaments):
+    """Hubness over full-size val pools for the val personas (distill/evaluation/hub_check.py)."""
+    from distill.evaluation.hub_check import HubCheck
+
+    return HubCheck.build(ctx.cfg, tournaments.persona_ids, tournaments.text_emb)
+
+
+def removal_candidates(ctx, tournaments: ValTournaments, check, chosen: Candidate, tmp: Path) -> Iterator[Candidate]:
     """The chosen candidate with each share of `train.persona_mean_removal` of the mean train-persona
-    direction removed from its projection (distill/train/persona_mean.py), scored on `tournaments`."""
+    direction removed from its projection (distill/train/persona_mean.py), scored on `tournaments` and `check`."""
     from distill.train.persona_mean import mean_direction, remove_from_student
 
     direction = mean_direction(ctx.persona_matrix("train")[1])
     for beta in sorted(set(ctx.tcfg.persona_mean_removal) - {0.0}):
         model_dir = remove_from_student(chosen.model_dir, direction, beta, tmp / f"removal-{beta:g}")
         mpr, hub = tournaments.score(lambda split, d=model_dir: ctx.embed(d, split))
+        full = check.score(lambda split, d=model_dir: ctx.embed(d, split))
         log.info("val selection: removal %g of the mean-persona direction: val MPR %.2f, top-10 max share %s", beta,
-                 float(np.mean(list(mpr.values()))), ", ".join(f"{k} {h['max_share']:.1f}%" for k, h in hub.items()))
-        yield Candidate(chosen.round, chosen.alpha, model_dir, mpr, hub, removal=beta)
+                 float(np.mean(list(mpr.values()))), ", ".join(f"{k} {h['max_share']:.1f}%" for k, h in full.items()))
+        yield Candidate(chosen.round, chosen.alpha, model_dir, mpr, hub, removal=beta, pool_hubness=full)
 
 
 def hub_ratio(candidate: Candidate, reference: dict[str, dict]) -> float:
-    """The worst pool's top-10 max share over the reference's (the teacher's own, else the base's)."""
-    return max(candidate.hubness[k]["max_share"] / max(ref["max_share"], 1e-9) for k, ref in reference.items())
+    """The worst full-size pool's top-10 max share over the reference's (the teacher's own, else the base's)."""
+    return max(candidate.pool_hubness[k]["max_share"] / max(ref["max_share"], 1e-9) for k, ref in reference.items())
 
 
 def least_hub_choice(options: list[Candidate], reference: dict[str, dict], base: Candidate,
@@ -192,7 +191,7 @@ def least_hub_choice(options: list[Candidate], reference: dict[str, dict], base:
     """The best val MPR among the options within `max_ratio` of the reference's hubness that keep at least
     the base's distinct top-10 items in every pool; when none does, the option with the lowest ratio."""
     def keeps_variety(c: Candidate) -> bool:
-        return all(c.hubness[k]["distinct"] >= base.hubness[k]["distinct"] for k in base.hubness)
+        return all(c.pool_hubness[k]["distinct"] >= h["distinct"] for k, h in base.pool_hubness.items())
 
     within = [c for c in options if hub_ratio(c, reference) <= max_ratio and keeps_variety(c)]
     if within:
@@ -239,7 +238,7 @@ def _write(train_dir: Path, candidates: list[Candidate], best: Candidate, tourna
            hub_reference: dict[str, dict] | None = None) -> dict:
     pq.write_table(pa.Table.from_pylist([c.row() for c in candidates]), Path(train_dir) / SELECTION_TABLE)
     choice = {"selected_on": "val_mpr", "round": best.round, "alpha": best.alpha, "removal": best.removal,
-              "val_mpr": best.val_mpr, "max_share": {k: h["max_share"] for k, h in best.hubness.items()},
+              "val_mpr": best.val_mpr, "max_share": {k: h["max_share"] for k, h in (best.pool_hubness or {}).items()},
               "hub_reference_max_share": {k: h["max_share"] for k, h in (hub_reference or {}).items()},
               "mpr": best.mpr, "base_val_mpr": candidates[0].val_mpr, "val_personas": len(tournaments.persona_ids),
               "pools": {p.name: len(p.items) for p in tournaments.pools}, "candidates": len(candidates)}

@@ -144,31 +144,30 @@ def test_select_on_is_agreement_by_default_and_validated():
         TrainConfig(select_on="test_mpr")
 
 
-class _TournamentsWithTeacherHubness(ValTournaments):
-    """The synthetic val teacher's own top-10 hubness: the scores of its candidate over each pool."""
+def _hub_check(tournaments: ValTournaments, teacher_emb: np.ndarray):
+    """Full-size hub pools = the val pools here; the synthetic val teacher's own top 10s are the reference."""
+    from distill.evaluation.hub_check import HubCheck, HubPool
+    from distill.evaluation.hubness import score_hubness
 
-    def __init__(self, base: ValTournaments, teacher_emb: np.ndarray):
-        super().__init__(base.persona_ids, base.text_emb, base.pools)
-        self.teacher_emb = teacher_emb
-
-    def teacher_hubness(self, cfg, persona_split="val"):
-        from distill.evaluation.hubness import score_hubness
-
-        return {p.name: score_hubness(self.text_emb @ self.teacher_emb.T, p.items) for p in self.pools}
+    pools = [HubPool(p.name, p.split, p.items) for p in tournaments.pools]
+    teacher = {p.name: score_hubness(tournaments.text_emb @ teacher_emb.T, p.items) for p in pools}
+    return HubCheck(tournaments.text_emb, pools, teacher)
 
 
 @pytest.mark.parametrize("max_ratio", [100.0, 0.01])
-def test_the_mean_persona_removal_is_tried_on_the_val_choice_and_exported(base, run_dir, tmp_path, max_ratio):
+def test_the_mean_persona_removal_is_tried_on_the_val_choice_and_exported(base, run_dir, tmp_path, max_ratio,
+                                                                          monkeypatch):
+    from distill.evaluation import selection
     from distill.train.persona_mean import mean_direction
 
     items, feats = _items_and_features()
     trained = run_dir / "train" / "round-00" / "model"
-    plain = _tournaments(trained, items, feats)
-    tournaments = _TournamentsWithTeacherHubness(plain, _embed(base, feats))
+    tournaments = _tournaments(trained, items, feats)
+    check = _hub_check(tournaments, _embed(base, feats))
+    monkeypatch.setattr(selection, "hub_check", lambda ctx, t: check)
     ctx = _ctx(base, run_dir, tmp_path, items, feats)
     ctx.tcfg = TrainConfig(trainable=0, select_on="val_mpr", persona_mean_removal=[0.5, 1.0], max_hub_ratio=max_ratio)
-    ctx.cfg = None
-    ctx.persona_matrix = lambda split: ([f"p{k}" for k in range(N_PERSONAS)], plain.text_emb)
+    ctx.persona_matrix = lambda split: ([f"p{k}" for k in range(N_PERSONAS)], tournaments.text_emb)
 
     choice = choose_export(ctx, tournaments, [1.0])
 
@@ -178,19 +177,18 @@ def test_the_mean_persona_removal_is_tried_on_the_val_choice_and_exported(base, 
     exported = read_manifest(tmp_path / "distilled")
     assert exported["selected_removal"] == choice["removal"]
     options = [r for r in table if r["round"] == 0]
-    reference = tournaments.teacher_hubness(None)
     if max_ratio == 0.01:  # nothing is within: the lowest ratio wins
         def ratio(r):
-            return max(r[f"max_share_{k}"] / h["max_share"] for k, h in reference.items())
+            return max(r[f"full_max_share_{k}"] / h["max_share"] for k, h in check.teacher.items())
 
         lowest = min(ratio(r) for r in options)  # ties go to the best val MPR
         assert choice["val_mpr"] == max(r["val_mpr"] for r in options if abs(ratio(r) - lowest) < 1e-9)
         assert ratio(next(r for r in options if r["removal"] == choice["removal"])) == pytest.approx(lowest)
     else:  # everything is within the ratio: the best val MPR among those keeping the base's variety
-        keep = [r for r in options if r["distinct_val_items"] >= table[0]["distinct_val_items"]]
+        keep = [r for r in options if r["full_distinct_val_items"] >= table[0]["full_distinct_val_items"]]
         assert choice["val_mpr"] == max(r["val_mpr"] for r in keep)
     if choice["removal"]:  # the export is the chosen round with that share of u removed
-        u = mean_direction(plain.text_emb)
+        u = mean_direction(tournaments.text_emb)
         weight = load_file(str(tmp_path / "distilled" / "visual.safetensors"))["head.proj.weight"]
         along = torch.from_numpy(u) @ weight
         original = torch.from_numpy(u) @ load_file(str(trained / "visual.safetensors"))["head.proj.weight"]

@@ -73,8 +73,8 @@ def test_a_tower_without_a_known_projection_is_refused(tmp_path):
 
 
 def _cand(removal, mpr, share, distinct):
-    return Candidate(0, 0.5, Path("."), {"val_items": mpr}, {"val_items": {"max_share": share, "distinct": distinct}},
-                     removal=removal)
+    return Candidate(0, 0.5, Path("."), {"val_items": mpr}, {}, removal=removal,
+                     pool_hubness={"val_items": {"max_share": share, "distinct": distinct}})
 
 
 def test_the_choice_is_the_best_val_mpr_within_the_hub_ratio_that_keeps_variety():
