@@ -147,16 +147,22 @@ def choose_export(ctx, tournaments: ValTournaments, wise_alpha: list[float]) -> 
         candidates = [_candidate(tournaments, ctx, r, a, d) for r, a, d in candidate_models(ctx, wise_alpha, Path(tmp))]
         best, reference = best_candidate(candidates), None
         if ctx.tcfg.persona_mean_removal:
-            check = hub_check(ctx, tournaments)
-            base = candidates[0]
-            for c in {id(base): base, id(best): best}.values():
-                c.pool_hubness = check.score(lambda split, d=c.model_dir: ctx.embed(d, split))
-            removals = list(removal_candidates(ctx, tournaments, check, best, Path(tmp)))
-            reference = check.teacher or base.pool_hubness  # a generative teacher: not above the base's
-            best = least_hub_choice([best, *removals], reference, base, ctx.tcfg.max_hub_ratio)
+            best, removals, reference = choose_removal(ctx, tournaments, candidates[0], best, Path(tmp))
             candidates += removals
         _export(best, ctx.paths.distilled_model)
     return _write(ctx.paths.train_dir, candidates, best, tournaments, reference)
+
+
+def choose_removal(ctx, tournaments: ValTournaments, base: Candidate, chosen: Candidate,
+                   tmp: Path) -> tuple[Candidate, list[Candidate], dict[str, dict]]:
+    """(the export, the removal candidates, the hubness reference): `chosen` with each share of the mean-persona
+    direction removed, judged by hubness over full-size val pools against the teacher's own (else the base's)."""
+    check = hub_check(ctx, tournaments)
+    for c in {id(base): base, id(chosen): chosen}.values():
+        c.pool_hubness = check.score(lambda split, d=c.model_dir: ctx.embed(d, split))
+    removals = list(removal_candidates(ctx, tournaments, check, chosen, tmp))
+    reference = check.teacher or base.pool_hubness  # a generative teacher: not above the base's
+    return least_hub_choice([chosen, *removals], reference, base, ctx.tcfg.max_hub_ratio), removals, reference
 
 
 def hub_check(ctx, tournaments: ValTournaments):
