@@ -187,9 +187,10 @@ class TrainConfig(StrictModel):
     select_items: int = Field(100, ge=10)
     # With select_on: val_mpr, the val-chosen model is also tried with each share of the mean train-persona
     # direction removed from its image projection, W -> (I - b u u^T) W (distill/train/persona_mean.py). The
-    # export is the best val MPR among the shares (0 included) whose top-10 max share on every val pool is at
-    # most max_hub_ratio x the teacher's own and whose distinct top-10 items are at least the base's; when
-    # none is, the one with the lowest ratio. null = off.
+    # export is the best val MPR among the shares (0 included) whose largest top-10 share over the whole val
+    # split and a train pool of its size (distill/evaluation/hub_check.py) is at most max_hub_ratio x the
+    # teacher's own and whose distinct top-10 items are at least the base's; when none is, the one with the
+    # lowest ratio. null = off.
     persona_mean_removal: list[Annotated[float, Field(ge=0.0, le=1.0)]] | None = Field(None, min_length=1)
     max_hub_ratio: float = Field(1.5, gt=0.0)
 
