@@ -66,13 +66,16 @@ class HubCheck:
 
     def score(self, embed) -> dict[str, dict]:
         """Top-10 hubness per pool of the model behind `embed` (catalog split -> (item ids, embeddings))."""
-        out = {}
-        for pool in self.pools:
-            item_ids, item_emb = embed(pool.split)
-            row = {item: i for i, item in enumerate(item_ids)}
-            missing = [item for item in pool.items if item not in row]
-            if missing:
-                raise ValueError(f"hub pool {pool.name}: {len(missing)} items the model did not embed, "
-                                 f"e.g. {missing[0]}")
-            out[pool.name] = score_hubness(self.text_emb @ item_emb[[row[i] for i in pool.items]].T, pool.items)
-        return out
+        return {pool.name: score_hubness(pool_scores(self.text_emb, embed, pool.split, pool.items,
+                                                     f"hub pool {pool.name}"), pool.items) for pool in self.pools}
+
+
+def pool_scores(text_emb: np.ndarray, embed, split: str, items: list[str], what: str) -> np.ndarray:
+    """[P, N] scores of the personas over `items` (in that order), embedded by `embed(split)`; `what` names the
+    pool in the error when the model did not embed one of its items."""
+    item_ids, item_emb = embed(split)
+    row = {item: i for i, item in enumerate(item_ids)}
+    missing = [item for item in items if item not in row]
+    if missing:
+        raise ValueError(f"{what}: {len(missing)} items the model did not embed, e.g. {missing[0]}")
+    return text_emb @ item_emb[[row[item] for item in items]].T

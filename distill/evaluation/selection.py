@@ -19,6 +19,7 @@ copies the chosen model to the run's export (`paths.distilled_model`).
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import tempfile
@@ -31,6 +32,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from distill.config.pipeline import PipelineConfig
+from distill.evaluation.hub_check import pool_scores
 from distill.evaluation.hubness import score_hubness
 from distill.evaluation.metrics import winner_percentiles
 from distill.evaluation.rows import split_personas
@@ -114,13 +116,7 @@ class ValTournaments:
         """(MPR per pool, hubness per pool) of the model behind `embed`."""
         mpr, hub = {}, {}
         for pool in self.pools:
-            item_ids, item_emb = embed(pool.split)
-            row = {item: i for i, item in enumerate(item_ids)}
-            missing = [item for item in pool.items if item not in row]
-            if missing:
-                raise ValueError(f"val pool {pool.name}: {len(missing)} items the model did not embed, "
-                                 f"e.g. {missing[0]}")
-            scores = self.text_emb @ item_emb[[row[item] for item in pool.items]].T
+            scores = pool_scores(self.text_emb, embed, pool.split, pool.items, f"val pool {pool.name}")
             mpr[pool.name] = float(winner_percentiles(scores, pool.winner_idx).mean())
             hub[pool.name] = score_hubness(scores, pool.items)
         return mpr, hub
@@ -180,8 +176,9 @@ def removal_candidates(ctx, tournaments: ValTournaments, check, chosen: Candidat
     direction = mean_direction(ctx.persona_matrix("train")[1])
     for beta in sorted(set(ctx.tcfg.persona_mean_removal) - {0.0}):
         model_dir = remove_from_student(chosen.model_dir, direction, beta, tmp / f"removal-{beta:g}")
-        mpr, hub = tournaments.score(lambda split, d=model_dir: ctx.embed(d, split))
-        full = check.score(lambda split, d=model_dir: ctx.embed(d, split))
+        embed = functools.lru_cache(maxsize=None)(lambda split, d=model_dir: ctx.embed(d, split))  # one per split
+        mpr, hub = tournaments.score(embed)
+        full = check.score(embed)
         log.info("val selection: removal %g of the mean-persona direction: val MPR %.2f, top-10 max share %s", beta,
                  float(np.mean(list(mpr.values()))), ", ".join(f"{k} {h['max_share']:.1f}%" for k, h in full.items()))
         yield Candidate(chosen.round, chosen.alpha, model_dir, mpr, hub, removal=beta, pool_hubness=full)
