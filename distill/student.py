@@ -160,6 +160,13 @@ def _create_open_clip(spec: StudentSpec):
     return model, preprocess, tokenizer
 
 
+def channels_last(pixels: torch.Tensor) -> torch.Tensor:
+    """An image batch [B,3,H,W] in channels-last memory: on CPU, oneDNN runs the EfficientNet trunk's
+    (depthwise) convolutions about 1.6x faster that way (benchmarks/channels_last.py); the values are the
+    same up to float rounding. Other shapes pass unchanged."""
+    return pixels.contiguous(memory_format=torch.channels_last) if pixels.dim() == 4 else pixels
+
+
 class Student(nn.Module):
     """open_clip model + its preprocessing and tokenizer. `forward(pixels)` returns unit image embeddings."""
 
@@ -208,7 +215,7 @@ class Student(nn.Module):
 
     # ---- encoding ---------------------------------------------------------------------------------
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
-        return F.normalize(self.model.encode_image(pixels), dim=-1)
+        return F.normalize(self.model.encode_image(channels_last(pixels)), dim=-1)
 
     def encode_images(self, pixels: torch.Tensor) -> torch.Tensor:
         return self.forward(pixels)
@@ -233,7 +240,7 @@ class Student(nn.Module):
     def trunk_features(self, pixels: torch.Tensor) -> torch.Tensor:
         """Pooled trunk output (the projection head's input), no grad: the trunk is frozen."""
         with torch.no_grad():
-            return self.model.visual.trunk(pixels)
+            return self.model.visual.trunk(channels_last(pixels))
 
     def trunk_digest(self) -> str:
         """sha256 of everything that decides `trunk_features(preprocess(image))`: the trunk's parameters and

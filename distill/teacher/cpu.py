@@ -118,12 +118,14 @@ class CpuTeacher(Teacher):
     def _imagenet_topk(self, requests: list[TeacherRequest]) -> None:
         import torch
 
+        from distill.student import channels_last
+
         todo = {c.item_id: c.image for r in requests for c in r.candidates
                 if c.item_id not in self._image_cache and c.image is not None}
         if not todo:
             return
         ids = list(todo)
-        pixels = torch.stack([self.transform(todo[i]) for i in ids])
+        pixels = channels_last(torch.stack([self.transform(todo[i]) for i in ids]))
         with torch.no_grad():
             probs = self.classifier(pixels).softmax(-1).numpy()
         k = self.cfg.cpu.imagenet_top_k
