@@ -45,7 +45,7 @@ from distill.data.emoji_meta import (  # noqa: F401 (re-exported: the world's em
     parse_emoji_test,
     select_emoji,
 )
-from distill.data.emoji_sets import DESIGNERS, IconSet, SvgRenderer, check_designers, ink_square, resvg_version
+from distill.data.emoji_sets import DESIGNERS, IconSet, check_designers, ink_square, resvg_version
 from distill.data.layout import (
     MANIFEST,
     WORLD_CATALOG,
@@ -59,6 +59,7 @@ from distill.data.layout import (
     write_personas,
 )
 from distill.data.other_personas import make_other_personas
+from distill.data.render_pool import RenderPool
 from distill.data.splits import assign_splits, hold_out_drawings
 from distill.data.world_assets import PHOTO_GROUP, PHOTOS, attribution_text, package_dir, photo_path
 from distill.data.world_personas import make_personas
@@ -124,14 +125,15 @@ class _Items:
         self.skipped[reason] = self.skipped.get(reason, 0) + 1
         self.skipped_ids.setdefault(reason, []).append(what)
 
-    def keep(self, item_id: str, img: Image.Image, title: str, text: str, category: str, group: str,
+    def keep(self, item_id: str, img: Image.Image | bytes, title: str, text: str, category: str, group: str,
              concept: str, designer: str) -> None:
-        self.rows.append(dict(item_id=item_id, image=encode_png(img), title=title, text=text, category=category))
+        png = img if isinstance(img, bytes) else encode_png(img)
+        self.rows.append(dict(item_id=item_id, image=png, title=title, text=text, category=category))
         self.group_of[item_id] = group
         self.concept_of[item_id] = concept
         self.designer_of[item_id] = designer
 
-    def keep_emoji(self, e: EmojiEntry, designer: str, img: Image.Image, text: str) -> None:
+    def keep_emoji(self, e: EmojiEntry, designer: str, img: Image.Image | bytes, text: str) -> None:
         self.keep(e.designer_id(designer), img, e.name, text, e.subgroup, e.group, e.concept, designer)
 
 
@@ -158,24 +160,18 @@ def _render_glyphs(selected: list[EmojiEntry], items: _Items, texts: dict[str, s
 
 
 def _render_iconify(selected: list[EmojiEntry], items: _Items, texts: dict[str, str], designer: str,
-                    image_size: int, progress: bool) -> IconSet:
+                    pool: RenderPool, progress: bool) -> IconSet:
     icons = IconSet.load(designer)
-    renderer = SvgRenderer(image_size)
     if progress:
-        log.info("world: rendering %d %s %s drawings at %dpx", len(selected), icons.package, icons.version,
-                 image_size)
+        log.info("world: rendering %d %s %s drawings at %dpx (%d processes)", len(selected), icons.package,
+                 icons.version, pool.image_size, pool.workers)
     kept = skipped = 0
-    for i, e in enumerate(selected, 1):
-        hit = icons.find(e.codepoints, e.name)
-        if hit is None:
-            img, reason = None, "not_in_set"
-        else:
-            img, reason = renderer.render_icon(icons, *hit)
+    for i, (e, (png, reason)) in enumerate(zip(selected, pool.results(designer)), 1):
         if reason is not None:
             items.skip(f"{reason}:{designer}", e.designer_id(designer))
             skipped += 1
         else:
-            items.keep_emoji(e, designer, img, texts[e.concept])
+            items.keep_emoji(e, designer, png, texts[e.concept])
             kept += 1
         _log_progress(progress, designer, i, len(selected), kept, skipped)
     return icons
@@ -299,14 +295,16 @@ def build_world(
     texts = {e.concept: emoji_text(e) for e in selected}
     items = _Items()
     icon_sets = []
-    for designer in designers:
-        t1 = time.perf_counter()
-        if designer == "openmoji":
-            _render_glyphs(selected, items, texts, image_size, progress)
-        else:
-            icon_sets.append(_render_iconify(selected, items, texts, designer, image_size, progress))
-        if progress:
-            log.info("world: %s done in %.1fs", designer, time.perf_counter() - t1)
+    # The SVG sets render in worker processes while this one draws the OpenMoji glyphs (render_pool.py).
+    with RenderPool([d for d in designers if d != "openmoji"], selected, image_size) as pool:
+        for designer in designers:
+            t1 = time.perf_counter()
+            if designer == "openmoji":
+                _render_glyphs(selected, items, texts, image_size, progress)
+            else:
+                icon_sets.append(_render_iconify(selected, items, texts, designer, pool, progress))
+            if progress:
+                log.info("world: %s done in %.1fs", designer, time.perf_counter() - t1)
     if include_photos:
         _add_photos(items, image_size)
     split_of = _concept_splits(items, val_concepts, test_concepts, seed)
