@@ -256,18 +256,23 @@ class EvalConfig(StrictModel):
     # base and the distilled student, their top 10s side by side in report.md, user-query-*.png and
     # user_queries.parquet ([]: no section)
     user_queries: list[str] = Field(default_factory=lambda: list(DEFAULT_USER_QUERIES))
+    # "Short queries judged by the teacher" (docs/evaluation.md): short gift queries, each scored by the teacher
+    # over the rows' pools; overlap of each student's top 10 with the teacher's. [] = two per interest of the
+    # embedded world's personas (180). Skipped for a teacher without cheap full scoring.
+    probe: bool = True
+    probe_queries: list[str] = Field(default_factory=list)
 
     @field_validator("rows")
     @classmethod
     def _unique_rows(cls, rows: list[str]) -> list[str]:
         return list(dict.fromkeys(rows))
 
-    @field_validator("user_queries")
+    @field_validator("user_queries", "probe_queries")
     @classmethod
-    def _queries(cls, queries: list[str]) -> list[str]:
+    def _queries(cls, queries: list[str], info) -> list[str]:
         queries = [q.strip() for q in queries]
         if any(not q for q in queries):
-            raise ValueError("user_queries must not hold an empty query")
+            raise ValueError(f"{info.field_name} must not hold an empty query")
         return list(dict.fromkeys(queries))
 
     @field_validator("joint_weights")

@@ -11,7 +11,8 @@ for NDCG/recall (cached too) -> the teacher's full scores of the pool, where it 
 (NDCG@10) -> every model's [P, N] scores -> metrics, bootstrap intervals over personas. Then report.md
 (one headline table of every row), results.jsonl, per_persona.parquet, winners-*.parquet; for the main
 row also the plots, the curves and the held-out query sections (distill.evaluation.query_sections); last the
-"What a user sees" section: shopper queries over the whole catalog (distill.evaluation.user_queries).
+"What a user sees" section: shopper queries over the whole catalog (distill.evaluation.user_queries), and
+short queries judged by the teacher over the rows' pools (distill.evaluation.query_probe).
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from distill.evaluation.full_ranking import TeacherScores, teacher_full_scores, 
 from distill.evaluation.hubness import score_hubness
 from distill.evaluation.intervals import attach_intervals, rows_table
 from distill.evaluation.metrics import full_ndcg, group_metrics, winner_metrics, winner_percentiles
+from distill.evaluation.query_probe import probe_section
 from distill.evaluation.query_sections import run_query_sections
 from distill.evaluation.report import CurvePoint, ModelResult, ReportData, write_report
 from distill.evaluation.rows import MAIN_ROW, TITLES, EvalRow, plan_rows, split_personas
@@ -275,8 +277,9 @@ def run_evaluation(cfg: PipelineConfig, *, progress: bool = True) -> EvalOutcome
         files += row_files
     head = datas[main.name]
     shown = user_query_section(cfg, entries)  # after the rows: their split embeddings are reused
-    head.sections += shown.markdown
-    files += shown.files
+    probed = probe_section(cfg, entries, list(dict.fromkeys(i for r in rows for i in r.pool.items)))
+    head.sections += shown.markdown + probed.markdown
+    files += shown.files + probed.files
     head.headline = rows_headline(list(datas.values()), skipped_rows, main.name)
     head.section_results += [{"type": "row_skipped", "row": k, "reason": v} for k, v in skipped_rows.items()]
     files += write_report(head, out_dir, [d for name, d in datas.items() if name != main.name])
