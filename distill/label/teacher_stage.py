@@ -9,6 +9,7 @@ Every request comes out as one RESULT row: answered (error null) or dropped with
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -88,6 +89,9 @@ def make_thumbnails(rows: pa.Table, catalog_dir, size: int, label_cfg: LabelConf
     return good.join(meta, "item_id"), bad
 
 
+MAX_THUMBNAILS = 4096  # thumbnails one teacher keeps (224 px: about 150 KB each, 0.6 GB at most)
+
+
 class ItemThumbnails:
     """A pass's catalog rows -> teacher candidates, each item's thumbnail made once, on first use.
 
@@ -97,7 +101,7 @@ class ItemThumbnails:
     def __init__(self, catalog: pa.Table, catalog_root: str, size: int):
         self.catalog, self.root, self.size = catalog, catalog_root, size
         self.row_of = {item_id: i for i, item_id in enumerate(catalog["item_id"].to_pylist())}
-        self.ready: dict = {}  # item_id -> Candidate with its thumbnail
+        self.ready: OrderedDict = OrderedDict()  # item_id -> Candidate with its thumbnail, least recent first
         self.failed: set[str] = set()  # items whose image did not decode
 
     def problem(self, item_id: str) -> str | None:
@@ -108,6 +112,7 @@ class ItemThumbnails:
         return f"bad_image:{item_id}" if item_id in self.failed else None
 
     def candidate(self, item_id: str):
+        self.ready.move_to_end(item_id)
         return self.ready[item_id]  # problem() was asked first and said None
 
     def _load(self, item_id: str) -> None:
@@ -120,6 +125,8 @@ class ItemThumbnails:
             self.failed.add(item_id)
         else:
             self.ready[item_id] = Candidate(item_id, row["title"], row["text"], row["category"], img)
+            while len(self.ready) > MAX_THUMBNAILS:  # bounded memory on a large catalog
+                self.ready.popitem(last=False)
 
     def _row(self, item_id: str, columns: tuple[str, ...]) -> dict:
         i = self.row_of[item_id]
@@ -146,8 +153,13 @@ class TeacherActor:
         self.teacher_batch = max(1, teacher_batch)
 
     def use_catalog(self, catalog: pa.Table, catalog_root: str) -> None:
-        """Serve another pass's catalog rows (the in-process teacher is kept between passes)."""
+        """Serve another pass's catalog rows (the in-process teacher is kept between passes). Thumbnails already
+        made from the same catalog are kept: a knockout's ten rounds meet the same items, and decoding them
+        again each round was a sixth of its time."""
+        made = self.items if self.items.root == catalog_root else None
         self.items = ItemThumbnails(catalog, catalog_root, self.image_size)
+        if made is not None:
+            self.items.ready, self.items.failed = made.ready, made.failed
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         out, ask = [], []
@@ -229,15 +241,25 @@ def run_local_teacher(pending: pa.Table, catalog: pa.Table, catalog_dir, teacher
     actor pool per call costs ~7 s on 2 cores (start-up and model load) and forgets the teacher's per-item
     caches, which is most of the evaluation's time there. Same TeacherActor, same answers; the teacher is
     kept for the next pass."""
-    key = (teacher_cfg.model_dump_json(), str(Path(catalog_dir).resolve()))
+    actor = kept_teacher(teacher_cfg, catalog, catalog_dir, label_cfg.batch_size)
+    for block in _blocks(pending, rows_per_task(pending.num_rows, label_cfg)):
+        yield actor(block)
+
+
+def kept_teacher(teacher_cfg: TeacherConfig, catalog: pa.Table, catalog_dir, teacher_batch: int) -> TeacherActor:
+    """This process's teacher for `catalog_dir`, serving `catalog`'s rows: built on first use, then kept with
+    its per-item caches (also for the evaluation's full scoring of a pool, distill.evaluation.full_ranking)."""
+    from distill.data.layout import catalog_root
+
+    root = str(catalog_root(catalog_dir))  # a world dir and its catalog/ are one teacher
+    key = (teacher_cfg.model_dump_json(), str(Path(root).resolve()))
     actor = _LOCAL_TEACHER.get(key)
     if actor is None:
         _LOCAL_TEACHER.clear()
-        actor = _LOCAL_TEACHER[key] = TeacherActor(key[0], catalog, str(catalog_dir), label_cfg.batch_size)
+        actor = _LOCAL_TEACHER[key] = TeacherActor(key[0], catalog, root, teacher_batch)
     else:
-        actor.use_catalog(catalog, str(catalog_dir))
-    for block in _blocks(pending, rows_per_task(pending.num_rows, label_cfg)):
-        yield actor(block)
+        actor.use_catalog(catalog, root)
+    return actor
 
 
 # ---- the teacher stage (vllm, ray.data.llm) ---------------------------------------------------------

@@ -137,6 +137,26 @@ def test_item_thumbnails_decode_each_item_once(world):
     assert first.image.size == (64, 64) and first.title and first.category
 
 
+def test_a_kept_teacher_keeps_its_thumbnails_between_passes_up_to_a_bound(world, monkeypatch):
+    from distill.config.teacher import TeacherConfig
+    from distill.label import teacher_stage
+    from distill.label.teacher_stage import TeacherActor
+
+    catalog, _ = world
+    rows = read_catalog_rows(catalog, {"item-000", "item-001", "item-002"})
+    actor = TeacherActor(TeacherConfig().model_dump_json(), rows, str(catalog), 8)
+    assert actor.items.problem("item-000") is None
+    first = actor.items.candidate("item-000")
+    actor.use_catalog(rows, str(catalog))  # the next knockout round: the same catalog
+    assert actor.items.candidate("item-000") is first  # not decoded again
+    actor.use_catalog(rows, str(catalog) + "/")  # another catalog root: start over
+    assert "item-000" not in actor.items.ready
+    monkeypatch.setattr(teacher_stage, "MAX_THUMBNAILS", 2)
+    for item in ("item-000", "item-001", "item-002"):
+        assert actor.items.problem(item) is None
+    assert list(actor.items.ready) == ["item-001", "item-002"]  # the least recently used one went
+
+
 def test_rows_per_task_are_whole_teacher_batches_up_to_a_chunk():
     assert rows_per_task(1000, LabelConfig(batch_size=8, chunk_size=64)) == 64
     assert rows_per_task(40, LabelConfig(batch_size=8, chunk_size=64)) == 16  # 4 tasks for the one actor
