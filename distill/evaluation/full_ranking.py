@@ -6,10 +6,11 @@ full-ranking metric (NDCG@10, distill.evaluation.metrics.full_ndcg) sees how wel
 teacher's top 10, not just where it puts one item. Backends without such a method (vllm, openai: one
 generation per request, a few images at a time) are skipped, with the reason in the log and report.
 
-The scoring runs in the job's own process (no Ray Data pass): one request per persona holding every
-pool item, in pool order (no presentation shuffle: the order does not change a per-candidate score).
-It is not cached in the label store: with the CPU teacher it costs seconds (item texts and images are
-encoded once, then each persona is one encoder call and a matrix product).
+The scoring runs in the job's own process (no Ray Data pass) on the teacher the knockouts keep there
+(`distill.label.teacher_stage.kept_teacher`): one request per persona holding every pool item, in pool
+order (no presentation shuffle: the order does not change a per-candidate score). It is not cached in the
+label store: with the CPU teacher it costs seconds (item texts and images are encoded once per process,
+then each persona is one encoder call and a matrix product).
 """
 
 from __future__ import annotations
@@ -70,14 +71,14 @@ def teacher_full_scores(teacher_cfg: TeacherConfig, catalog_dir, persona_ids: li
     if problem is not None:
         log.info(f"NDCG over the full pool skipped: {problem}")
         return TeacherScores(None, problem)
-    from distill.data.layout import catalog_root, read_catalog_rows
-    from distill.label.teacher_stage import ItemThumbnails
-    from distill.teacher import build_teacher, make_request
+    from distill.data.layout import read_catalog_rows
+    from distill.label.teacher_stage import kept_teacher
+    from distill.teacher import make_request
 
     t0 = time.time()
-    teacher = build_teacher(teacher_cfg)
-    items = ItemThumbnails(read_catalog_rows(catalog_dir, set(pool)), str(catalog_root(catalog_dir)),
-                           teacher_cfg.image_size)
+    # The knockouts' in-process teacher, with what it already knows of these items (classes, looks, texts)
+    kept = kept_teacher(teacher_cfg, read_catalog_rows(catalog_dir, set(pool)), catalog_dir, 1)
+    teacher, items = kept.teacher, kept.items
     seen = [i for i in pool if items.problem(i) is None]
     unscored = [i for i in pool if i not in set(seen)]
     candidates = [items.candidate(i) for i in seen]

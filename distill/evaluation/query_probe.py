@@ -34,6 +34,7 @@ import pyarrow.parquet as pq
 from distill.evaluation.full_ranking import teacher_full_scores
 from distill.evaluation.metrics import winner_percentiles
 from distill.evaluation.stats import bootstrap_ci, paired_bootstrap_ci
+from distill.evaluation.tournament import eval_teacher_config
 
 if TYPE_CHECKING:
     from distill.config.pipeline import PipelineConfig
@@ -79,8 +80,8 @@ def probe_section(cfg: PipelineConfig, entries, pool: list[str]) -> ProbeSection
     if not cfg.evaluate.probe or not scorers or not pool:
         return ProbeSection()
     t0 = time.time()
-    teacher = teacher_full_scores(cfg.teacher, cfg.path("catalog"), [f"probe-{i}" for i in range(len(queries))],
-                                  queries, pool)
+    teacher = teacher_full_scores(eval_teacher_config(cfg.teacher), cfg.path("catalog"),
+                                  [f"probe-{i}" for i in range(len(queries))], queries, pool)
     if not teacher.ok:
         return ProbeSection([f"{HEADING}\n\nSkipped: {teacher.reason}\n"])
     truth = np.where(np.isnan(teacher.scores), -np.inf, teacher.scores)
