@@ -33,6 +33,7 @@ import pyarrow.parquet as pq
 
 from distill.evaluation.full_ranking import teacher_full_scores
 from distill.evaluation.metrics import winner_percentiles
+from distill.evaluation.report import DISPLAY
 from distill.evaluation.stats import bootstrap_ci, paired_bootstrap_ci
 from distill.evaluation.tournament import eval_teacher_config
 
@@ -107,6 +108,18 @@ def write_parquet(queries: list[str], values: dict, path: Path) -> Path:
     return path
 
 
+def _cells(v: dict, base: dict | None) -> list[str]:
+    """A model's table cells; `base` None for the base itself (no differences)."""
+    cells = [bootstrap_ci(v["overlap_at_10"]).format(), "(reference)", bootstrap_ci(v["top_item_percentile"]).format(),
+             "", ""]
+    if base is not None:
+        d = v["overlap_at_10"] - base["overlap_at_10"]
+        cells[1] = paired_bootstrap_ci(v["overlap_at_10"], base["overlap_at_10"]).format(signed=True)
+        cells[3] = paired_bootstrap_ci(v["top_item_percentile"], base["top_item_percentile"]).format(signed=True)
+        cells[4] = f"{int((d > 0).sum())} / {int((d == 0).sum())} / {int((d < 0).sum())}"
+    return cells
+
+
 def section_markdown(queries: list[str], values: dict, pool: int, worst: int = 5) -> str:
     lines = [HEADING, "",
              f"{len(queries)} short gift queries (docs/evaluation.md \"Short queries\"), each scored by the teacher "
@@ -116,16 +129,7 @@ def section_markdown(queries: list[str], values: dict, pool: int, worst: int = 5
              "| queries better / same / worse than base (overlap) |", "|---|---|---|---|---|---|"]
     base = values.get("base")
     for name, v in values.items():
-        cells = [name, bootstrap_ci(v["overlap_at_10"]).format(), "(reference)" if base is None or name == "base"
-                 else paired_bootstrap_ci(v["overlap_at_10"], base["overlap_at_10"]).format(signed=True),
-                 bootstrap_ci(v["top_item_percentile"]).format(), "" if base is None or name == "base"
-                 else paired_bootstrap_ci(v["top_item_percentile"], base["top_item_percentile"]).format(signed=True)]
-        if base is not None and name != "base":
-            d = v["overlap_at_10"] - base["overlap_at_10"]
-            cells.append(f"{int((d > 0).sum())} / {int((d == 0).sum())} / {int((d < 0).sum())}")
-        else:
-            cells.append("")
-        lines.append("| " + " | ".join(cells) + " |")
+        lines.append("| " + " | ".join([DISPLAY.get(name, name)] + _cells(v, None if name == "base" else base)) + " |")
     if base is not None and "distilled" in values:
         d = values["distilled"]["overlap_at_10"] - base["overlap_at_10"]
         order = [i for i in np.argsort(d, kind="stable")[:worst] if d[i] < 0]

@@ -67,7 +67,7 @@ def test_section_scores_students_against_the_real_teachers_top_10(tmp_path):
     rows = pq.read_table(tmp_path / "eval" / "probe_queries.parquet").to_pylist()
     assert len(rows) == 6 and {r["model"] for r in rows} == {"base", "distilled"}
     md = section.markdown[0]
-    assert "| distilled | 10.00 [10.00, 10.00] | +10.00 [10.00, 10.00] |" in md
+    assert "| Ours (distilled) | 10.00 [10.00, 10.00] | +10.00 [10.00, 10.00] |" in md
     assert "3 / 0 / 0" in md and "largest losses" not in md  # the distilled student lost no query
 
 
