@@ -9,13 +9,17 @@ is the same as rendering in one process.
 
 from __future__ import annotations
 
+import logging
 import multiprocessing
 import os
 from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 
 from distill.data.emoji_meta import EmojiEntry
 from distill.data.emoji_sets import IconSet, SvgRenderer
 from distill.images import encode_png
+
+log = logging.getLogger(__name__)
 
 Rendered = tuple[bytes | None, str | None]  # (PNG bytes, None) or (None, why it was skipped)
 CHUNK = 128  # entries per job: small enough to spread three designers evenly over the workers
@@ -64,7 +68,11 @@ class RenderPool:
         """`designer`'s (PNG bytes or None, reason) per entry, in entry order."""
         if designer not in self._jobs:
             return render_chunk(designer, self.entries, self.image_size)
-        return [r for job in self._jobs[designer] for r in job.result()]
+        try:
+            return [r for job in self._jobs[designer] for r in job.result()]
+        except BrokenProcessPool as err:  # a worker died (memory, a signal): render here, lose nothing
+            log.warning("world: a render worker died (%s); rendering %s in this process", err, designer)
+            return render_chunk(designer, self.entries, self.image_size)
 
     def close(self) -> None:
         if self._pool is not None:

@@ -28,3 +28,16 @@ def test_one_worker_renders_in_process():
     with RenderPool(["fluent"], entries, 64, workers=1) as pool:
         assert pool._pool is None
         assert pool.results("fluent") == render_chunk("fluent", entries, 64)
+
+
+def test_a_dead_worker_falls_back_to_rendering_here(caplog):
+    from concurrent.futures import Future
+    from concurrent.futures.process import BrokenProcessPool
+
+    entries = _entries(2)
+    dead = Future()
+    dead.set_exception(BrokenProcessPool("a child process terminated abruptly"))
+    with RenderPool([], entries, 64, workers=1) as pool:
+        pool._jobs = {"noto": [dead]}
+        assert pool.results("noto") == render_chunk("noto", entries, 64)
+    assert "render worker died" in caplog.text
