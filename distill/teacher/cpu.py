@@ -22,7 +22,6 @@ as a VLM's answer, so the parse path is exercised.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import time
 from typing import TYPE_CHECKING
@@ -176,22 +175,6 @@ class CpuTeacher(Teacher):
             score = (1 - w) * score + w * evidence
         return score
 
-    def _scores_by_persona(self, requests: list[TeacherRequest]) -> list[np.ndarray]:
-        """`scores(req)` of every request. A candidate's score depends only on the persona and the item, so the
-        requests of one persona are scored together, once over the union of their candidates: a knockout asks
-        a persona's pairs a batch at a time, and per-request overhead was most of the teacher's time there."""
-        by_persona: dict[str, list[int]] = {}
-        for i, req in enumerate(requests):
-            by_persona.setdefault(req.persona_text, []).append(i)
-        out: list[np.ndarray] = [np.zeros(0)] * len(requests)
-        for idx in by_persona.values():
-            union = {c.item_id: c for i in idx for c in requests[i].candidates}
-            scores = self.scores(dataclasses.replace(requests[idx[0]], candidates=list(union.values())))
-            col = {item_id: j for j, item_id in enumerate(union)}
-            for i in idx:
-                out[i] = scores[[col[c.item_id] for c in requests[i].candidates]]
-        return out
-
     def _generate(self, jobs) -> list[Generation]:
         t0 = time.perf_counter()
         requests = [req for req, _ in jobs]
@@ -201,9 +184,9 @@ class CpuTeacher(Teacher):
         if self.classifier is not None:
             self._imagenet_topk(requests)
         out = []
-        for (req, repairs), scores in zip(jobs, self._scores_by_persona(requests)):
+        for req, repairs in jobs:
             rng = np.random.default_rng([self.cfg.cpu.seed, stable_hash(req.key), len(repairs)])
-            order = plackett_luce_order(scores, self.cfg.cpu.temperature, rng)
+            order = plackett_luce_order(self.scores(req), self.cfg.cpu.temperature, rng)
             out.append(json.dumps({"ranking": [int(i) + 1 for i in order]}))
         per_row = (time.perf_counter() - t0) / max(1, len(jobs))
         return [Generation(text, None, per_row) for text in out]

@@ -72,20 +72,3 @@ def test_imagenet_evidence_uses_the_pixels():
     scores = t.scores(req)
     assert np.ptp(scores) > 0 and len(set(np.round(scores, 6))) > 1
     assert t.answer([req])[0].ok
-
-
-def test_requests_of_one_persona_are_scored_together_with_the_same_scores(teacher):
-    """The batched path (one pass per persona over the union of its requests' items) gives each request
-    the scores it would get on its own, whatever the order or overlap of the items."""
-    c = _cands()
-    requests = [make_request(teacher.teacher_id, "rank", "p1", "a tennis player", [c[0], c[3]], shuffle=False),
-                make_request(teacher.teacher_id, "rank", "p2", "someone who needs storage", [c[2], c[4]],
-                             shuffle=False),
-                make_request(teacher.teacher_id, "rank", "p1", "a tennis player", [c[3], c[1], c[0]],
-                             shuffle=False)]
-    batched = teacher._scores_by_persona(requests)
-    for req, scores in zip(requests, batched):
-        np.testing.assert_allclose(scores, teacher.scores(req), rtol=1e-5, atol=1e-6)
-    assert batched[2][0] == batched[0][1] and batched[2][2] == batched[0][0]  # one item, one score
-    answers = teacher.answer(requests)
-    assert [a.ranking[0] for a in answers] == [r.presented[int(np.argmax(s))] for r, s in zip(requests, batched)]
