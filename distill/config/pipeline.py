@@ -197,6 +197,10 @@ class TrainConfig(StrictModel):
     # lowest ratio. null = off.
     persona_mean_removal: list[Annotated[float, Field(ge=0.0, le=1.0)]] | None = Field(None, min_length=1)
     max_hub_ratio: float = Field(1.5, gt=0.0)
+    # The val check's largest share is measured on the val personas only; with a confidence, each candidate's
+    # share is read at that one-sided bootstrap upper bound over them (distill/evaluation/hubness.py), so a
+    # share that passes on val should also pass for other people. null = the point estimate.
+    hub_confidence: float | None = Field(None, gt=0.5, lt=1.0)
 
     @model_validator(mode="after")
     def _removal_needs_val_mpr(self):

@@ -36,8 +36,10 @@ class HubPool:
 class HubCheck:
     """The val personas' top 10s over full-size pools, and the teacher's own as the reference."""
 
-    def __init__(self, text_emb: np.ndarray, pools: list[HubPool], teacher: dict[str, dict] | None):
+    def __init__(self, text_emb: np.ndarray, pools: list[HubPool], teacher: dict[str, dict] | None,
+                 confidence: float | None = None):
         self.text_emb, self.pools, self.teacher = text_emb, pools, teacher
+        self.confidence = confidence  # train.hub_confidence: each model's share also at this upper bound
 
     @classmethod
     def build(cls, cfg: PipelineConfig, persona_ids: list[str], text_emb: np.ndarray,
@@ -57,17 +59,18 @@ class HubCheck:
                                        [text_of[p] for p in persona_ids], items)
             if not full.ok:
                 log.info("hub check: no teacher hubness to compare with (%s)", full.reason)
-                return cls(text_emb, pools, None)
+                return cls(text_emb, pools, None, cfg.train.hub_confidence)
             teacher[name] = score_hubness(full.scores, items)
         log.info("hub check: teacher's largest top-10 share %s over %d val personas",
                  ", ".join(f"{k} {h['max_share']:.1f}% of {len(p.items)} items" for (k, h), p in
                            zip(teacher.items(), pools)), len(persona_ids))
-        return cls(text_emb, pools, teacher)
+        return cls(text_emb, pools, teacher, cfg.train.hub_confidence)
 
     def score(self, embed) -> dict[str, dict]:
         """Top-10 hubness per pool of the model behind `embed` (catalog split -> (item ids, embeddings))."""
         return {pool.name: score_hubness(pool_scores(self.text_emb, embed, pool.split, pool.items,
-                                                     f"hub pool {pool.name}"), pool.items) for pool in self.pools}
+                                                     f"hub pool {pool.name}"), pool.items,
+                                         confidence=self.confidence) for pool in self.pools}
 
 
 def pool_scores(text_emb: np.ndarray, embed, split: str, items: list[str], what: str) -> np.ndarray:

@@ -76,6 +76,8 @@ class Candidate:
             out[f"distinct_{pool}"] = self.hubness[pool]["distinct"]
         for pool, h in (self.pool_hubness or {}).items():
             out[f"full_max_share_{pool}"] = h["max_share"]
+            if "max_share_upper" in h:
+                out[f"full_max_share_upper_{pool}"] = h["max_share_upper"]
             out[f"full_distinct_{pool}"] = h["distinct"]
         return out
 
@@ -180,13 +182,22 @@ def removal_candidates(ctx, tournaments: ValTournaments, check, chosen: Candidat
         mpr, hub = tournaments.score(embed)
         full = check.score(embed)
         log.info("val selection: removal %g of the mean-persona direction: val MPR %.2f, top-10 max share %s", beta,
-                 float(np.mean(list(mpr.values()))), ", ".join(f"{k} {h['max_share']:.1f}%" for k, h in full.items()))
+                 float(np.mean(list(mpr.values()))), ", ".join(_share_text(k, h) for k, h in full.items()))
         yield Candidate(chosen.round, chosen.alpha, model_dir, mpr, hub, removal=beta, pool_hubness=full)
 
 
+def _share_text(pool: str, h: dict) -> str:
+    upper = f" (bound {h['max_share_upper']:.1f}%)" if "max_share_upper" in h else ""
+    return f"{pool} {h['max_share']:.1f}%{upper}"
+
+
 def hub_ratio(candidate: Candidate, reference: dict[str, dict]) -> float:
-    """The worst full-size pool's top-10 max share over the reference's (the teacher's own, else the base's)."""
-    return max(candidate.pool_hubness[k]["max_share"] / max(ref["max_share"], 1e-9) for k, ref in reference.items())
+    """The worst full-size pool's top-10 max share over the reference's (the teacher's own, else the base's).
+    The candidate's share is its bootstrap upper bound when the check computed one (`train.hub_confidence`)."""
+    def share(h: dict) -> float:
+        return h.get("max_share_upper", h["max_share"])
+
+    return max(share(candidate.pool_hubness[k]) / max(ref["max_share"], 1e-9) for k, ref in reference.items())
 
 
 def least_hub_choice(options: list[Candidate], reference: dict[str, dict], base: Candidate,

@@ -5,8 +5,9 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pytest
 
-from distill.evaluation.hubness import hubness, score_hubness, top_k_lists
+from distill.evaluation.hubness import hubness, max_share_upper_bound, score_hubness, top_k_lists
 
 
 def test_one_item_in_every_list_is_a_full_hub():
@@ -102,3 +103,17 @@ def test_report_without_hubness_has_no_section(tmp_path):
         bootstrap=50)
     write_report(data, tmp_path / "eval")
     assert "Hubness" not in (tmp_path / "eval" / "report.md").read_text()
+
+
+def test_the_upper_bound_of_the_largest_share_is_above_the_estimate_and_exact_for_a_full_hub():
+    rng = np.random.default_rng(0)
+    lists = [list(rng.choice([f"i{j}" for j in range(30)], size=5, replace=False)) for _ in range(120)]
+    estimate = hubness(lists, k=5)["max_share"]
+    upper = max_share_upper_bound(lists, 0.95, k=5)
+    assert estimate < upper < estimate + 15.0  # a few points above, at 120 personas
+    assert max_share_upper_bound(lists, 0.95, k=5, seed=1) == pytest.approx(upper, abs=3.0)
+    assert max_share_upper_bound([["a", "b"], ["a", "c"], ["a", "d"]], 0.95, k=2) == 100.0
+    scores = rng.normal(size=(40, 30))
+    out = score_hubness(scores, [f"i{j}" for j in range(30)], k=5, confidence=0.9)
+    assert out["max_share_upper"] >= out["max_share"]
+    assert "max_share_upper" not in score_hubness(scores, [f"i{j}" for j in range(30)], k=5)

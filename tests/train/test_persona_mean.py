@@ -87,6 +87,19 @@ def test_the_choice_is_the_best_val_mpr_within_the_hub_ratio_that_keeps_variety(
     assert least_hub_choice(options, teacher, base, 0.5).removal == 1.0  # none within: the lowest ratio
 
 
+def test_with_a_confidence_the_choice_reads_the_share_s_upper_bound():
+    base = _cand(0.0, 60.0, 25.0, 50)
+    teacher = {"val_items": {"max_share": 20.0}}
+    options = [_cand(0.5, 68.0, 28.0, 55), _cand(1.0, 66.0, 15.0, 60)]
+    options[0].pool_hubness["val_items"]["max_share_upper"] = 34.0  # 1.7x the teacher's at the bound
+    options[1].pool_hubness["val_items"]["max_share_upper"] = 21.0
+    assert hub_ratio(options[0], teacher) == pytest.approx(1.7)
+    assert least_hub_choice(options, teacher, base, 1.5).removal == 1.0  # 0.5 passes on its estimate only
+    assert TrainConfig().hub_confidence is None
+    with pytest.raises(ValueError):
+        TrainConfig(hub_confidence=1.0)
+
+
 def test_removal_needs_the_val_mpr_selection():
     assert TrainConfig(select_on="val_mpr", persona_mean_removal=[0.5]).max_hub_ratio == 1.5
     with pytest.raises(ValueError, match="needs select_on: val_mpr"):
