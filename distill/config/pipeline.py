@@ -52,6 +52,9 @@ class WorldConfig(StrictModel):
     # evaluation work: n_personas 3000 with 120 / 240 trains on 2,640 people and evaluates the same number.
     val_personas: int | None = Field(None, ge=1)
     test_personas: int | None = Field(None, ge=1)
+    # More people to train on, the same people to choose and test on: this many more personas continue the
+    # seeded sequence after the first n_personas, all in train; val and test stay those of n_personas.
+    extra_train_personas: int = Field(0, ge=0)
     # who draws each emoji concept (Noto/Twemoji/Fluent need `make install`'s npm sets in vendor/emoji)
     designers: tuple[Literal["openmoji", "noto", "twemoji", "fluent"], ...] = Field(
         default=("openmoji", "noto", "twemoji", "fluent"), min_length=1)

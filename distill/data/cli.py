@@ -62,6 +62,7 @@ def cmd_world_build(args: argparse.Namespace) -> int:
             rows_per_file=args.rows_per_file,
             heldout_drawings=args.heldout_drawings,
             n_other_personas=args.other_personas,
+            extra_train_personas=args.extra_train_personas,
             overwrite=args.overwrite,
         )
     except (FileExistsError, FileNotFoundError, ValueError) as err:  # FileNotFoundError: an emoji set missing
@@ -149,6 +150,8 @@ def add_data_commands(subparsers) -> None:
                    help="concepts in test; default: 15%% of concepts")
     b.add_argument("--val-personas", type=int, default=None, help="default: 10%% of personas (120 of 1200)")
     b.add_argument("--test-personas", type=int, default=None, help="default: 20%% of personas (240 of 1200)")
+    b.add_argument("--extra-train-personas", type=int, default=0,
+                   help="more personas after --personas, all train (val and test unchanged)")
     b.add_argument("--limit-glyphs", type=int, default=None, help="keep only the first N emoji concepts (quick tests)")
     b.add_argument("--groups", type=_csv_list, default=None,
                    help="comma-separated emoji-test.txt groups to keep (default: Objects, Food & Drink, "

@@ -213,6 +213,11 @@ def _personas_table(personas: list[dict], n_val: int | None, n_test: int | None,
     return pa.table({"persona_id": ids, "text": [p["text"] for p in personas], "split": splits}, schema=PERSONAS)
 
 
+def _train_only(personas: list[dict]) -> pa.Table:
+    return pa.table({"persona_id": [p["persona_id"] for p in personas], "text": [p["text"] for p in personas],
+                     "split": ["train"] * len(personas)}, schema=PERSONAS)
+
+
 def _other_personas_table(personas: list[dict], n_val: int | None, seed: int) -> pa.Table:
     """Val and test only: these personas are never trained on. Default 20% val (60 of 300), the rest test."""
     ids = [p["persona_id"] for p in personas]
@@ -269,6 +274,7 @@ def build_world(
     heldout_drawings: float = 0.0,
     n_other_personas: int = 300,
     val_other_personas: int | None = None,
+    extra_train_personas: int = 0,
     overwrite: bool = False,
     progress: bool = True,
 ) -> dict:
@@ -281,8 +287,11 @@ def build_world(
     the first N selected emoji (file order), for fast tests. `heldout_drawings` is the known-kind holdout
     (distill.data.splits.hold_out_drawings): that share of the train concepts drawn at least twice give one
     drawing to val or test, half each; 0 keeps every concept in one split. `n_other_personas` personas by
-    other writers go to personas-other/ (val: `val_other_personas`, default 20%; the rest test). The seed
-    drives the personas and the split salts; the item images do not depend on it.
+    other writers go to personas-other/ (val: `val_other_personas`, default 20%; the rest test).
+    `extra_train_personas` more personas continue the same seeded sequence after the first `n_personas`, all in
+    train: the val and test personas stay exactly those of `n_personas`, so a world with more people to train on
+    is evaluated on the same people (and paired against the same base). The seed drives the personas and the
+    split salts; the item images do not depend on it.
     """
     t0 = time.perf_counter()
     designers = tuple(dict.fromkeys(designers))
@@ -310,8 +319,12 @@ def build_world(
     split_of = _concept_splits(items, val_concepts, test_concepts, seed)
     item_split = hold_out_drawings(items.concept_of, split_of, heldout_drawings, salt=f"world-heldout-{seed}")
     table = _catalog_table(items, item_split)
-    personas = make_personas(n_personas, seed)
-    ptable = _personas_table(personas, val_personas, test_personas, seed)
+    if extra_train_personas < 0:
+        raise ValueError(f"extra_train_personas must be >= 0, not {extra_train_personas}")
+    # the first n_personas keep the ids (and padding) they have without the extras
+    personas = make_personas(n_personas + extra_train_personas, seed, id_digits=max(4, len(str(n_personas - 1))))
+    ptable = _personas_table(personas[:n_personas], val_personas, test_personas, seed)
+    ptable = pa.concat_tables([ptable, _train_only(personas[n_personas:])])
     sources = _sources(info, include_photos, icon_sets)
     ids = table["item_id"].to_pylist()
     per_group = count_by(items.group_of[i] for i in ids)
@@ -327,7 +340,7 @@ def build_world(
         n_concepts=len(split_of), concepts=concepts, heldout_drawings=heldout_drawings, known_kind=known_kind,
         n_categories=len(set(table["category"].to_pylist())), skipped=dict(sorted(items.skipped.items())),
         n_personas=ptable.num_rows, personas=split_counts(ptable["split"].to_pylist()),
-        n_personas_with_taste=sum(tastes.values()),
+        n_personas_with_taste=sum(tastes.values()), extra_train_personas=extra_train_personas,
     )
     with fsutil.atomic_dir(out_dir, overwrite=overwrite) as tmp:
         cat_dir = tmp / WORLD_CATALOG

@@ -33,16 +33,17 @@ def _listing(phrases: list[str]) -> str:
     return ", ".join(phrases[:-1]) + " and " + phrases[-1]
 
 
-def make_personas(n: int, seed: int = 0) -> list[dict]:
+def make_personas(n: int, seed: int = 0, id_digits: int | None = None) -> list[dict]:
     """`n` seeded synthetic shopping personas: dicts with persona_id, text, interests (keys) and taste (a
-    VISUAL_TASTES key, or None)."""
+    VISUAL_TASTES key, or None). Persona i is the same for every n > i (one seeded sequence); `id_digits`
+    fixes the ids' zero padding (default: enough for n, at least 4)."""
     from faker import Faker
 
     fake = Faker("en_US")
     fake.seed_instance(seed)
     rng = random.Random(f"personas-{seed}")
     keys = sorted(INTERESTS)
-    width = max(4, len(str(max(n - 1, 0))))
+    width = id_digits or max(4, len(str(max(n - 1, 0))))
     out = []
     for i in range(n):
         age = rng.randint(18, 84)

@@ -33,7 +33,8 @@ def ensure_world(cfg: PipelineConfig) -> None:
     log.info("building the embedded world in %s", catalog.parent)
     build_world(catalog.parent, seed=cfg.world.seed, n_personas=cfg.world.n_personas, designers=cfg.world.designers,
                 val_personas=cfg.world.val_personas, test_personas=cfg.world.test_personas,
-                heldout_drawings=cfg.world.heldout_drawings, n_other_personas=cfg.world.n_other_personas)
+                heldout_drawings=cfg.world.heldout_drawings, n_other_personas=cfg.world.n_other_personas,
+                extra_train_personas=cfg.world.extra_train_personas)
 
 
 def ensure_base_model(cfg: PipelineConfig) -> Path:

@@ -202,6 +202,33 @@ def test_personas_text():
     assert make_personas(5, seed=4) != make_personas(5, seed=3)
 
 
+def test_extra_train_personas_keep_the_val_and_test_people(tmp_path):
+    from distill.data.world import _train_only
+
+    ps = make_personas(30 + 11, seed=2, id_digits=4)
+    assert ps[:30] == make_personas(30, seed=2)  # one seeded sequence: the first n do not depend on the total
+    base = _personas_table(ps[:30], 3, 4, seed=0)
+    grown = _personas_table(make_personas(30, seed=2), 3, 4, seed=0)
+    assert base.equals(grown)
+    extra = _train_only(ps[30:])
+    assert extra["split"].to_pylist() == ["train"] * 11 and extra["persona_id"][0].as_py() == "p0030"
+    wide = make_personas(10_001, seed=2, id_digits=4)
+    assert wide[7]["persona_id"] == "p0007" and wide[10_000]["persona_id"] == "p10000"
+
+
+def test_a_world_with_extra_train_personas_has_the_same_val_and_test_personas(tmp_path):
+    small = dict(SMALL, limit_glyphs=4, val_concepts=1, test_concepts=1, designers=("openmoji",),
+                 include_photos=False)
+    build_world(tmp_path / "a", **small)
+    summary = build_world(tmp_path / "b", **small, extra_train_personas=20)
+    a, b = read_personas(tmp_path / "a"), read_personas(tmp_path / "b")
+    assert b.num_rows == a.num_rows + 20 and summary["personas"]["train"] == 23 + 20
+    assert b.slice(0, a.num_rows).equals(a)
+    assert set(b.slice(a.num_rows)["split"].to_pylist()) == {"train"}
+    with pytest.raises(ValueError, match="extra_train_personas"):
+        build_world(tmp_path / "c", **small, extra_train_personas=-1)
+
+
 def test_default_personas_and_visual_tastes():
     import inspect
 
