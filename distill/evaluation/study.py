@@ -52,10 +52,10 @@ VARIANTS: dict[str, tuple[str, dict]] = {
     "no-drift": ("aligned", {"train.drift_penalty": 0.0}),
     "caption": ("aligned", {"train.caption_loss_weight": 1.0}),
     "low-rank": ("aligned", {"train.low_rank": 8}),
-    # The teacher budget: the same training with more groups per re-sampled round (round 0 stays the label
-    # stage's 1,000): 1,000 + 4 x 2,250 = 10k and 1,000 + 4 x 7,250 = 30k train groups.
-    "budget-10k": ("aligned", {"train.groups_per_round": 2250}),
-    "budget-30k": ("aligned", {"train.groups_per_round": 7250}),
+    # The teacher budget: the same training with other group counts in two re-sampled rounds (round 0 stays the
+    # label stage's 1,000): 1,000 + 2 x 4,500 = 10k (the previous default) and 1,000 + 2 x 14,500 = 30k.
+    "budget-10k": ("aligned", {"train.rounds": 2, "train.groups_per_round": 4500}),
+    "budget-30k": ("aligned", {"train.rounds": 2, "train.groups_per_round": 14500}),
 }
 
 
