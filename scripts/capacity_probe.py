@@ -36,6 +36,7 @@ import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
 from distill.data.layout import catalog_root, read_catalog_rows, read_personas  # noqa: E402
+from distill.evaluation.stats import paired_bootstrap_ci  # noqa: E402
 from distill.images import try_load_row_image  # noqa: E402
 from distill.losses import BradleyTerryLoss, group_scores  # noqa: E402
 from distill.student import channels_last, load_student  # noqa: E402
@@ -153,12 +154,11 @@ def per_persona_agreement(tower, kind, cache, rows, text, personas) -> dict[str,
     return {pid: float(np.mean(v)) for pid, v in out.items()}
 
 
-def paired_interval(a: dict, b: dict, n_boot: int = 2000, seed: int = 0) -> tuple[float, float, float]:
+def paired_interval(a: dict, b: dict) -> tuple[float, float, float]:
+    """(mean, low, high) of a - b over the personas: the evaluation's paired bootstrap."""
     ids = sorted(a)
-    diff = np.array([a[i] - b[i] for i in ids])
-    rng = np.random.default_rng(seed)
-    boots = diff[rng.integers(0, len(diff), (n_boot, len(diff)))].mean(axis=1)
-    return float(diff.mean()), float(np.percentile(boots, 2.5)), float(np.percentile(boots, 97.5))
+    ci = paired_bootstrap_ci([a[i] for i in ids], [b[i] for i in ids])
+    return ci.mean, ci.low, ci.high
 
 
 def main() -> None:

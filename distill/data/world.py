@@ -62,7 +62,7 @@ from distill.data.other_personas import make_other_personas
 from distill.data.render_pool import RenderPool
 from distill.data.splits import assign_splits, hold_out_drawings
 from distill.data.world_assets import PHOTO_GROUP, PHOTOS, attribution_text, package_dir, photo_path
-from distill.data.world_personas import make_personas
+from distill.data.world_personas import make_personas, persona_id_digits
 from distill.images import decode_image, encode_png, white_pad_thumbnail
 from distill.schemas import CATALOG, PERSONAS
 
@@ -209,21 +209,23 @@ def _personas_table(personas: list[dict], n_val: int | None, n_test: int | None,
     n_val = round(n * 0.1) if n_val is None else n_val
     n_test = round(n * 0.2) if n_test is None else n_test
     ids = [p["persona_id"] for p in personas]
-    splits = assign_splits(ids, n_val, n_test, salt=f"world-personas-{seed}")
-    return pa.table({"persona_id": ids, "text": [p["text"] for p in personas], "split": splits}, schema=PERSONAS)
+    return _persona_rows(personas, assign_splits(ids, n_val, n_test, salt=f"world-personas-{seed}"))
 
 
 def _train_only(personas: list[dict]) -> pa.Table:
+    return _persona_rows(personas, ["train"] * len(personas))
+
+
+def _persona_rows(personas: list[dict], splits: list[str]) -> pa.Table:
     return pa.table({"persona_id": [p["persona_id"] for p in personas], "text": [p["text"] for p in personas],
-                     "split": ["train"] * len(personas)}, schema=PERSONAS)
+                     "split": splits}, schema=PERSONAS)
 
 
 def _other_personas_table(personas: list[dict], n_val: int | None, seed: int) -> pa.Table:
     """Val and test only: these personas are never trained on. Default 20% val (60 of 300), the rest test."""
     ids = [p["persona_id"] for p in personas]
     n_val = round(len(ids) * 0.2) if n_val is None else n_val
-    splits = assign_splits(ids, n_val, len(ids) - n_val, salt=f"world-other-personas-{seed}")
-    return pa.table({"persona_id": ids, "text": [p["text"] for p in personas], "split": splits}, schema=PERSONAS)
+    return _persona_rows(personas, assign_splits(ids, n_val, len(ids) - n_val, salt=f"world-other-personas-{seed}"))
 
 
 def write_other_personas(out_dir: str | Path, n: int = 300, seed: int = 0, n_val: int | None = None) -> dict:
@@ -322,7 +324,7 @@ def build_world(
     if extra_train_personas < 0:
         raise ValueError(f"extra_train_personas must be >= 0, not {extra_train_personas}")
     # the first n_personas keep the ids (and padding) they have without the extras
-    personas = make_personas(n_personas + extra_train_personas, seed, id_digits=max(4, len(str(n_personas - 1))))
+    personas = make_personas(n_personas + extra_train_personas, seed, id_digits=persona_id_digits(n_personas))
     ptable = _personas_table(personas[:n_personas], val_personas, test_personas, seed)
     ptable = pa.concat_tables([ptable, _train_only(personas[n_personas:])])
     sources = _sources(info, include_photos, icon_sets)

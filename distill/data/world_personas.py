@@ -33,6 +33,11 @@ def _listing(phrases: list[str]) -> str:
     return ", ".join(phrases[:-1]) + " and " + phrases[-1]
 
 
+def persona_id_digits(n: int) -> int:
+    """Zero padding of the ids of n personas: p0000 .. p1199 for 1,200."""
+    return max(4, len(str(max(n - 1, 0))))
+
+
 def make_personas(n: int, seed: int = 0, id_digits: int | None = None) -> list[dict]:
     """`n` seeded synthetic shopping personas: dicts with persona_id, text, interests (keys) and taste (a
     VISUAL_TASTES key, or None). Persona i is the same for every n > i (one seeded sequence); `id_digits`
@@ -43,7 +48,7 @@ def make_personas(n: int, seed: int = 0, id_digits: int | None = None) -> list[d
     fake.seed_instance(seed)
     rng = random.Random(f"personas-{seed}")
     keys = sorted(INTERESTS)
-    width = id_digits or max(4, len(str(max(n - 1, 0))))
+    width = id_digits or persona_id_digits(n)
     out = []
     for i in range(n):
         age = rng.randint(18, 84)
