@@ -298,7 +298,7 @@ class EvalConfig(StrictModel):
 
 
 StudyVariant = Literal["aligned", "uniform", "aligned+remedies", "plain", "no-drift", "caption", "low-rank",
-                       "budget-10k", "budget-30k"]
+                       "budget-10k", "budget-30k", "budget-50k"]
 
 
 class StudyConfig(StrictModel):

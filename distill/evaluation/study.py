@@ -53,9 +53,10 @@ VARIANTS: dict[str, tuple[str, dict]] = {
     "caption": ("aligned", {"train.caption_loss_weight": 1.0}),
     "low-rank": ("aligned", {"train.low_rank": 8}),
     # The teacher budget: the same training with other group counts in two re-sampled rounds (round 0 stays the
-    # label stage's 1,000): 1,000 + 2 x 4,500 = 10k (the previous default) and 1,000 + 2 x 14,500 = 30k.
+    # label stage's 1,000): 1,000 + 2 x 4,500 = 10k, 1,000 + 2 x 14,500 = 30k and 1,000 + 2 x 24,500 = 50k.
     "budget-10k": ("aligned", {"train.rounds": 2, "train.groups_per_round": 4500}),
     "budget-30k": ("aligned", {"train.rounds": 2, "train.groups_per_round": 14500}),
+    "budget-50k": ("aligned", {"train.rounds": 2, "train.groups_per_round": 24500}),
 }
 
 
