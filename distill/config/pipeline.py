@@ -60,7 +60,7 @@ class WorldConfig(StrictModel):
         default=("openmoji", "noto", "twemoji", "fluent"), min_length=1)
     # Known-kind holdout: this share of the train concepts drawn at least twice give one drawing to val or
     # test (half each), new products of kinds seen in training; 0 = every concept in one split. The embedded
-    # config sets 0.15 (44 val + 44 test items of known kinds).
+    # config sets 0.3 (88 val + 88 test items of known kinds).
     heldout_drawings: float = Field(0.0, ge=0, le=1)
     n_other_personas: int = Field(300, ge=0)  # personas by other writers (personas-other/): 60 val / 240 test
 

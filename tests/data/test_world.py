@@ -14,6 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
+from distill.config.pipeline import load_pipeline_config
 from distill.data.cli import main as cli_main
 from distill.data.emoji_sets import (
     DESIGNERS,
@@ -346,11 +347,15 @@ def test_cli_world_build(tmp_path, capsys):
     assert cli_main(["world", "build", "--out", str(tmp_path / "w"), "--limit-glyphs", "5"]) == 2  # exists
 
 
+# the embedded default's known-kind share, so the full-size tests build the world `make demo` builds
+EMBEDDED_HELDOUT = load_pipeline_config(Path(__file__).resolve().parents[2] / "configs/embedded.yaml").world.heldout_drawings
+
+
 @pytest.fixture(scope="module")
 def full_world(tmp_path_factory):
     out = tmp_path_factory.mktemp("full") / "world"
     t0 = time.perf_counter()
-    summary = build_world(out, progress=False, heldout_drawings=0.15)  # the known-kind holdout, at full size
+    summary = build_world(out, progress=False, heldout_drawings=EMBEDDED_HELDOUT)
     return out, summary, time.perf_counter() - t0
 
 
@@ -373,7 +378,7 @@ def test_full_default_world(full_world):
     assert len(split_of) == c
     drawings = count_by(_concept(i) for i in read_catalog(out, columns=["item_id"])["item_id"].to_pylist())
     eligible = sum(1 for k, s in split_of.items() if s == "train" and drawings[k] >= 2)
-    assert sum(summary["known_kind"].values()) == round(0.15 * eligible)
+    assert EMBEDDED_HELDOUT > 0 and sum(summary["known_kind"].values()) == round(EMBEDDED_HELDOUT * eligible)
     assert summary["other_personas"] == {"train": 0, "val": 60, "test": 240}
 
 
@@ -381,6 +386,6 @@ def test_full_default_world(full_world):
 def test_full_default_world_is_byte_identical(full_world, tmp_path):
     out, _, first_s = full_world
     t0 = time.perf_counter()
-    build_world(tmp_path / "again", progress=False, heldout_drawings=0.15)
+    build_world(tmp_path / "again", progress=False, heldout_drawings=EMBEDDED_HELDOUT)
     assert _file_hashes(out) == _file_hashes(tmp_path / "again")
     assert time.perf_counter() - t0 < max(600, 3 * first_s)  # minutes on 2 cores, not tens of minutes
