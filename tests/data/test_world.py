@@ -348,7 +348,8 @@ def test_cli_world_build(tmp_path, capsys):
 
 
 # the embedded default's known-kind share, so the full-size tests build the world `make demo` builds
-EMBEDDED_HELDOUT = load_pipeline_config(Path(__file__).resolve().parents[2] / "configs/embedded.yaml").world.heldout_drawings
+EMBEDDED_CONFIG = Path(__file__).resolve().parents[2] / "configs/embedded.yaml"
+EMBEDDED_HELDOUT = load_pipeline_config(EMBEDDED_CONFIG).world.heldout_drawings
 
 
 @pytest.fixture(scope="module")
