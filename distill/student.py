@@ -257,6 +257,18 @@ class Student(nn.Module):
         `forward(pixels)` == `project_features(trunk_features(pixels))`."""
         return F.normalize(self.model.visual.head(features), dim=-1)
 
+    def _without_padding_columns(self, tokens: torch.Tensor) -> torch.Tensor:
+        """The batch cut after its last non-padding column, for a Hugging Face text tower.
+
+        open_clip's HF tokenizer pads every text to the context length (128 for MiniLM), and the tower masks
+        the padding in attention and pooling, so the trailing all-padding columns change nothing but the cost:
+        a batch of short titles ran 16x faster cut (equal to 2e-7). Other towers get the batch unchanged."""
+        pad = getattr(getattr(getattr(self.model, "text", None), "config", None), "pad_token_id", None)
+        if pad is None or tokens.ndim != 2 or tokens.shape[1] == 0:
+            return tokens
+        used = (tokens != pad).any(dim=0).nonzero()
+        return tokens[:, : int(used[-1]) + 1] if len(used) else tokens[:, :1]
+
     @torch.no_grad()
     def encode_texts(self, texts: list[str], batch_size: int = 64) -> torch.Tensor:
         """Unit text embeddings; the text tower is frozen so these can be cached."""
@@ -265,7 +277,7 @@ class Student(nn.Module):
         device = next(self.model.parameters()).device
         out = []
         for i in range(0, len(texts), batch_size):
-            tokens = self.tokenizer(list(texts[i : i + batch_size])).to(device)
+            tokens = self._without_padding_columns(self.tokenizer(list(texts[i : i + batch_size]))).to(device)
             out.append(F.normalize(self.model.encode_text(tokens).float(), dim=-1))
         self.train(was_training)
         return torch.cat(out) if out else torch.empty(0)

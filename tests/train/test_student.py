@@ -33,6 +33,24 @@ def test_text_tower_is_minilm_sentence_embedding(offline_student):
     assert torch.nn.functional.cosine_similarity(ref, ours).min() > 0.9999
 
 
+def test_text_batches_drop_padding_columns_without_changing_embeddings(offline_student):
+    # The HF tokenizer pads to the context length (128); the tower masks padding, so cutting the all-padding
+    # columns must give the same embeddings (to float rounding) from a much shorter batch.
+    import torch.nn.functional as F
+
+    s = offline_student.eval()
+    texts = ["coffee", "a gift for a grandfather who loves trains and fresh fruit", "a bike"]
+    full = s.tokenizer(texts)
+    cut = s._without_padding_columns(full)
+    longest = int((full != 0).sum(dim=1).max())
+    assert full.shape[1] == 128 and cut.shape[1] == longest < 20
+    assert torch.equal(cut, full[:, :longest])
+    with torch.no_grad():
+        reference = F.normalize(s.model.encode_text(full).float(), dim=-1)
+    assert torch.allclose(s.encode_texts(texts), reference, atol=1e-5)
+    assert torch.allclose(s.encode_texts(texts, batch_size=1), reference, atol=1e-5)
+
+
 def test_only_image_tower_trains_and_text_weights_bit_identical():
     s = build_student()
     trainable = [n for n, p in s.named_parameters() if p.requires_grad]
