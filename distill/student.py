@@ -262,7 +262,8 @@ class Student(nn.Module):
 
         open_clip's HF tokenizer pads every text to the context length (128 for MiniLM), and the tower masks
         the padding in attention and pooling, so the trailing all-padding columns change nothing but the cost:
-        64 short titles ran 23x faster cut, embeddings equal to 1e-7 (benchmarks/text_padding.py). Other towers get the batch unchanged."""
+        64 short titles ran 23x faster cut, embeddings equal to 1e-7 (benchmarks/text_padding.py).
+        Other towers get the batch unchanged."""
         pad = getattr(getattr(getattr(self.model, "text", None), "config", None), "pad_token_id", None)
         if pad is None or tokens.ndim != 2 or tokens.shape[1] == 0:
             return tokens
