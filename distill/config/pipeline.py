@@ -192,14 +192,15 @@ class TrainConfig(StrictModel):
     select_on: Literal["agreement", "val_mpr"] = "agreement"
     select_personas: int = Field(80, ge=2)
     select_items: int = Field(100, ge=10)
-    # With select_on: val_mpr, the val-chosen model is also tried with each share of the mean train-persona
-    # direction removed from its image projection, W -> (I - b u u^T) W (distill/train/persona_mean.py). The
-    # export is the best val MPR among the shares (0 included) whose largest top-10 share over the whole val
-    # split and a train pool of its size (distill/evaluation/hub_check.py) is at most max_hub_ratio x the
-    # teacher's own and whose distinct top-10 items are at least the base's; when none is, the one with the
-    # lowest ratio. null = off.
+    # With select_on: val_mpr, the val-chosen round is also tried at every wise_alpha with each share of the
+    # mean train-persona direction removed from its image projection, W -> (I - b u u^T) W
+    # (distill/train/persona_mean.py). The export is the best val MPR among those (share 0 included) whose
+    # largest top-10 share over the whole val split and a train pool of its size (distill/evaluation/hub_check.py)
+    # is at most max_hub_ratio x the teacher's own and whose distinct top-10 items are at least the base's; when
+    # none is, the one with the lowest ratio. 1.0 leaves room for the spread between pools: one model's ratio
+    # differs by up to 1.5x between the two val pools (docs/training.md). null = off.
     persona_mean_removal: list[Annotated[float, Field(ge=0.0, le=1.0)]] | None = Field(None, min_length=1)
-    max_hub_ratio: float = Field(1.5, gt=0.0)
+    max_hub_ratio: float = Field(1.0, gt=0.0)
     # The val check's largest share is measured on the val personas only; with a confidence, each candidate's
     # share is read at that one-sided bootstrap upper bound over them (distill/evaluation/hubness.py), so a
     # share that passes on val should also pass for other people. null = the point estimate.

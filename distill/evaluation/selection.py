@@ -11,9 +11,11 @@ its mean winner percentile over both pools.
 
 Candidates: every round's trained projection W1, each at every `train.wise_alpha` (W = (1 - a) W0 +
 a W1, a = 1 always included), and the base itself (a = 0): a run whose distillation does not help on
-val exports the base and says so. Ties go to the earlier round and the smaller alpha. Tournaments are
-cached in the label store, so a rerun sends no teacher call twice. Writes `selection.parquet` (every
-candidate's val MPR per pool, its hubness) and `selection.json` (the choice) into the train dir and
+val exports the base and says so. Ties go to the earlier round and the smaller alpha. With
+`train.persona_mean_removal`, the chosen round is tried again at every alpha with each share of the
+mean-persona direction removed, and the export is the best val MPR within the hubness check (choose_removal).
+Tournaments are cached in the label store, so a rerun sends no teacher call twice. Writes `selection.parquet`
+(every candidate's val MPR per pool, its hubness) and `selection.json` (the choice) into the train dir and
 copies the chosen model to the run's export (`paths.distilled_model`).
 """
 
@@ -145,22 +147,25 @@ def choose_export(ctx, tournaments: ValTournaments, wise_alpha: list[float]) -> 
         candidates = [_candidate(tournaments, ctx, r, a, d) for r, a, d in candidate_models(ctx, wise_alpha, Path(tmp))]
         best, reference = best_candidate(candidates), None
         if ctx.tcfg.persona_mean_removal:
-            best, removals, reference = choose_removal(ctx, tournaments, candidates[0], best, Path(tmp))
+            same_round = [c for c in candidates if c.round == best.round]
+            best, removals, reference = choose_removal(ctx, tournaments, candidates[0], same_round, Path(tmp))
             candidates += removals
         _export(best, ctx.paths.distilled_model)
     return _write(ctx.paths.train_dir, candidates, best, tournaments, reference)
 
 
-def choose_removal(ctx, tournaments: ValTournaments, base: Candidate, chosen: Candidate,
+def choose_removal(ctx, tournaments: ValTournaments, base: Candidate, options: list[Candidate],
                    tmp: Path) -> tuple[Candidate, list[Candidate], dict[str, dict]]:
-    """(the export, the removal candidates, the hubness reference): `chosen` with each share of the mean-persona
-    direction removed, judged by hubness over full-size val pools against the teacher's own (else the base's)."""
+    """(the export, the removal candidates, the hubness reference): each of `options` (the val-chosen round at
+    every alpha) with each share of the mean-persona direction removed, judged by hubness over full-size val
+    pools against the teacher's own (else the base's). Alpha and removal are chosen together: a little less
+    of the trained projection can need less removal for the same hubness, at a better val MPR."""
     check = hub_check(ctx, tournaments)
-    for c in {id(base): base, id(chosen): chosen}.values():
+    for c in {id(c): c for c in (base, *options)}.values():
         c.pool_hubness = check.score(lambda split, d=c.model_dir: ctx.embed(d, split))
-    removals = list(removal_candidates(ctx, tournaments, check, chosen, tmp))
+    removals = [r for c in options for r in removal_candidates(ctx, tournaments, check, c, tmp)]
     reference = check.teacher or base.pool_hubness  # a generative teacher: not above the base's
-    return least_hub_choice([chosen, *removals], reference, base, ctx.tcfg.max_hub_ratio), removals, reference
+    return least_hub_choice([*options, *removals], reference, base, ctx.tcfg.max_hub_ratio), removals, reference
 
 
 def hub_check(ctx, tournaments: ValTournaments):
@@ -177,12 +182,14 @@ def removal_candidates(ctx, tournaments: ValTournaments, check, chosen: Candidat
 
     direction = mean_direction(ctx.persona_matrix("train")[1])
     for beta in sorted(set(ctx.tcfg.persona_mean_removal) - {0.0}):
-        model_dir = remove_from_student(chosen.model_dir, direction, beta, tmp / f"removal-{beta:g}")
+        model_dir = remove_from_student(chosen.model_dir, direction, beta,
+                                        tmp / f"r{chosen.round}-a{chosen.alpha:g}-removal-{beta:g}")
         embed = functools.lru_cache(maxsize=None)(lambda split, d=model_dir: ctx.embed(d, split))  # one per split
         mpr, hub = tournaments.score(embed)
         full = check.score(embed)
-        log.info("val selection: removal %g of the mean-persona direction: val MPR %.2f, top-10 max share %s", beta,
-                 float(np.mean(list(mpr.values()))), ", ".join(_share_text(k, h) for k, h in full.items()))
+        log.info("val selection: alpha %g, removal %g of the mean-persona direction: val MPR %.2f, top-10 max "
+                 "share %s", chosen.alpha, beta, float(np.mean(list(mpr.values()))),
+                 ", ".join(_share_text(k, h) for k, h in full.items()))
         yield Candidate(chosen.round, chosen.alpha, model_dir, mpr, hub, removal=beta, pool_hubness=full)
 
 
@@ -209,7 +216,7 @@ def least_hub_choice(options: list[Candidate], reference: dict[str, dict], base:
 
     within = [c for c in options if hub_ratio(c, reference) <= max_ratio and keeps_variety(c)]
     if within:
-        return max(within, key=lambda c: (round(c.val_mpr, 9), -c.removal))
+        return max(within, key=lambda c: (round(c.val_mpr, 9), -c.removal, -c.alpha))
     return min(options, key=lambda c: (round(hub_ratio(c, reference), 9), -c.val_mpr))
 
 

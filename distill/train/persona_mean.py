@@ -10,8 +10,8 @@ query-independent term and leaves each persona's own preferences. It is linear, 
 projection's weight: W -> (I - beta u u^T) W. The saved student stays a plain open_clip image tower, and every
 reader (evaluation, index, Serve) gets the change with no query-side code.
 
-The share is chosen on val (distill/evaluation/selection.py): among the shares whose val top-10 hubness stays
-within `train.max_hub_ratio` of the teacher's own, the best val MPR.
+The share is chosen on val together with the WiSE alpha (distill/evaluation/selection.py): among the (alpha,
+share) pairs whose val top-10 hubness stays within `train.max_hub_ratio` of the teacher's own, the best val MPR.
 """
 
 from __future__ import annotations

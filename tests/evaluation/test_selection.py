@@ -193,3 +193,30 @@ def test_the_mean_persona_removal_is_tried_on_the_val_choice_and_exported(base, 
         along = torch.from_numpy(u) @ weight
         original = torch.from_numpy(u) @ load_file(str(trained / "visual.safetensors"))["head.proj.weight"]
         assert torch.allclose(along, (1 - choice["removal"]) * original, atol=1e-4)
+
+
+def test_alpha_and_removal_are_chosen_together_on_the_val_chosen_round(base, run_dir, tmp_path, monkeypatch):
+    """The val teacher is round 0 at alpha 0.5 with half the mean-persona direction removed: only a search over
+    alpha and removal together finds it, and every alpha of the round is tried with every share."""
+    from distill.evaluation import selection
+    from distill.train.persona_mean import mean_direction, remove_from_student
+
+    items, feats = _items_and_features()
+    trained = run_dir / "train" / "round-00" / "model"
+    text = _tournaments(base, items, feats).text_emb
+    half = interpolate_student(anchor_parameters(base, 0), trained, 0.5, tmp_path / "half")
+    teacher = remove_from_student(half, mean_direction(text), 0.5, tmp_path / "teacher")
+    tournaments = _tournaments(teacher, items, feats)
+    monkeypatch.setattr(selection, "hub_check", lambda ctx, t: _hub_check(tournaments, _embed(base, feats)))
+    ctx = _ctx(base, run_dir, tmp_path, items, feats)
+    ctx.tcfg = TrainConfig(trainable=0, select_on="val_mpr", persona_mean_removal=[0.5, 1.0], max_hub_ratio=100.0)
+    ctx.persona_matrix = lambda split: ([f"p{k}" for k in range(N_PERSONAS)], tournaments.text_emb)
+
+    choice = choose_export(ctx, tournaments, [0.5, 1.0])
+
+    table = pq.read_table(run_dir / "train" / SELECTION_TABLE).to_pylist()
+    assert {(r["alpha"], r["removal"]) for r in table if r["round"] == 0} == {
+        (a, b) for a in (0.5, 1.0) for b in (0.0, 0.5, 1.0)}
+    assert (choice["round"], choice["alpha"], choice["removal"], choice["val_mpr"]) == (0, 0.5, 0.5, 100.0)
+    manifest = read_manifest(tmp_path / "distilled")
+    assert (manifest["selected_alpha"], manifest["selected_removal"]) == (0.5, 0.5)

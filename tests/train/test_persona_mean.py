@@ -101,7 +101,7 @@ def test_with_a_confidence_the_choice_reads_the_share_s_upper_bound():
 
 
 def test_removal_needs_the_val_mpr_selection():
-    assert TrainConfig(select_on="val_mpr", persona_mean_removal=[0.5]).max_hub_ratio == 1.5
+    assert TrainConfig(select_on="val_mpr", persona_mean_removal=[0.5]).max_hub_ratio == 1.0
     with pytest.raises(ValueError, match="needs select_on: val_mpr"):
         TrainConfig(persona_mean_removal=[0.5])
     with pytest.raises(ValueError):
