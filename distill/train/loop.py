@@ -53,6 +53,10 @@ def trainable_parameters(model: nn.Module) -> list[nn.Parameter]:
     return [p for p in model.parameters() if p.requires_grad]
 
 
+def optimized_parameters(optimizer) -> list[nn.Parameter]:
+    return [p for group in optimizer.param_groups for p in group["params"]]
+
+
 def lr_factor(step: int, total_steps: int, schedule: str, min_ratio: float) -> float:
     """Multiplier of the round's base lr at `step` (0-based): cosine from 1 down to min_ratio."""
     if schedule == "constant" or total_steps <= 1:
@@ -83,7 +87,9 @@ def train_step(model: nn.Module, optimizer, batch: dict, grad_clip: float, autoc
     else:
         loss.backward()
     if grad_clip > 0:
-        torch.nn.utils.clip_grad_norm_(trainable_parameters(model), grad_clip)
+        # The optimizer's own list: walking the whole student (text tower included) for the trainable
+        # parameters cost ~3 ms of a ~7 ms step on cached trunk features.
+        torch.nn.utils.clip_grad_norm_(optimized_parameters(optimizer), grad_clip)
     if scaler is not None:
         scaler.step(optimizer)
         scaler.update()

@@ -54,14 +54,19 @@ class RankingModel(nn.Module):
             for i, name in enumerate(sorted(names)):  # buffers move with the model; not saved with the student
                 self.register_buffer(f"anchor_{i}", anchor[name].detach().clone(), persistent=False)
                 self._anchored.append(name)
+        # The anchored parameters, looked up once: named_parameters() walks the whole student (text tower
+        # included), ~3 ms of every step on cached trunk features. load_state_dict copies in place, so these
+        # stay the student's parameters.
+        params = dict(student.named_parameters())
+        self._anchored_params = [params[n] for n in self._anchored]
 
     def drift(self) -> torch.Tensor:
         """sum over the anchored parameters of ||W - W0||^2 (W + B A for a low-rank projection)."""
-        params = dict(self.student.named_parameters())
+        params = self._anchored_params
         if self.low_rank is not None:
-            params[self.low_rank_name] = self.low_rank.effective_weight()
-        return sum(((params[n].float() - getattr(self, f"anchor_{i}").float()) ** 2).sum()
-                   for i, n in enumerate(self._anchored))
+            params = [self.low_rank.effective_weight() if n == self.low_rank_name else p
+                      for n, p in zip(self._anchored, params)]
+        return sum(((p.float() - getattr(self, f"anchor_{i}").float()) ** 2).sum() for i, p in enumerate(params))
 
     @contextmanager
     def saved_weights(self):
