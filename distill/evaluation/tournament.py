@@ -267,13 +267,9 @@ class TeacherJudge:
         summary = label_requests(requests, task=self.task, catalog_dir=self.catalog_dir,
                                  personas_dir=self.personas_dir, teacher_cfg=self.teacher_cfg,
                                  label_cfg=self.label_cfg, store=self.store, progress=self.progress)
-        answers = self._answers({m.persona_id for m in matches})
         keys = [request_key(self.teacher_id, self.task, m.persona_id, list(m.items)) for m in matches]
-        return [answers.get(k) for k in keys], summary
-
-    def _answers(self, persona_ids: set[str]) -> dict[str, list[str]]:
-        table = self.store.read(teacher_id=self.teacher_id, task=self.task, persona_ids=sorted(persona_ids))
-        return {k: r for k, r in zip(table["key"].to_pylist(), table["ranking"].to_pylist()) if r}
+        answers = self.store.answered(self.teacher_id, self.task, keys)
+        return [answers.get(k) or None for k in keys], summary
 
 
 # ------------------------------------------------------------------------------ pools and groups

@@ -242,7 +242,7 @@ def label_requests(requests: pa.Table, *, task: str, catalog_dir, personas_dir, 
     summary = LabelSummary(teacher_id, task, requested=requests.num_rows)
     with summary.timed("prepare"):
         prepared = prepare_requests(requests, task, teacher_cfg)
-        done = store.keys(teacher_id, task)
+        done = set(store.answered(teacher_id, task, prepared["key"]))
         if not label_cfg.retry_dropped:
             done |= store.settled_error_keys(teacher_id, task)
         pending = prepared.filter(pc.invert(pc.is_in(prepared["key"], pa.array(sorted(done), pa.string()))))

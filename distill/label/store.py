@@ -12,6 +12,13 @@ Every read opens every part, and a part is one committed chunk: a store of a few
 seconds per read, and a knockout reads twice per round. `compact_if_over` (called after each labelling
 pass, `label.compact_parts`) merges the parts into one when there are more than that many, so reads stay
 at a fraction of a second however many chunks a run commits.
+
+The questions a labelling pass and a knockout ask every round (which of these keys are answered, and
+what are their rankings) go to an answer index instead (`answered`): the key, teacher, task and ranking of
+each part, read once per store object and kept, since a part never changes after its rename (a compaction
+writes a new part and deletes the old ones; the index follows the listing). An evaluation's store of
+~800,000 pairwise answers took ~1.5 s to read keys and answers per round; the index answers in a few ms
+after one read, for about 100 bytes per answer held in memory.
 """
 
 from __future__ import annotations
@@ -51,6 +58,9 @@ def _with_created_at(rows: pa.Table) -> pa.Table:
     return rows.append_column("created_at", _now_column(rows.num_rows))
 
 
+INDEX_COLUMNS = ["key", "teacher_id", "task", "ranking"]
+
+
 class LabelStore:
     def __init__(self, root: str | Path):
         self.root = Path(root)
@@ -58,6 +68,7 @@ class LabelStore:
         self.errors_dir = self.root / "errors"
         self.labels_dir.mkdir(parents=True, exist_ok=True)
         self.errors_dir.mkdir(parents=True, exist_ok=True)
+        self._index: dict[str, pa.Table] = {}  # label part path -> its INDEX_COLUMNS (see `answered`)
 
     # ---- writing -----------------------------------------------------------------------------------
     def _commit(self, table: pa.Table, directory: Path, name: str | None = None) -> Path:
@@ -149,6 +160,38 @@ class LabelStore:
             if reason.startswith(FINAL_ERROR_PREFIXES):
                 keys.add(key)
         return keys
+
+    def answered(self, teacher_id: str, task: str, keys) -> dict[str, list[str]]:
+        """{key: ranking} for those of `keys` the store holds an answer to (the first committed per key).
+
+        From the answer index: parts read once per store object (module docstring)."""
+        keys = pa.array(list(keys) if not isinstance(keys, (pa.Array, pa.ChunkedArray)) else keys, pa.string())
+        index = self._indexed_parts()
+        if index.num_rows == 0 or len(keys) == 0:
+            return {}
+        mask = pc.and_(pc.and_(pc.equal(index["teacher_id"], teacher_id), pc.equal(index["task"], task)),
+                       pc.is_in(index["key"], value_set=keys))
+        hits = self._first_per_key(index.filter(mask))
+        return dict(zip(hits["key"].to_pylist(), hits["ranking"].to_pylist()))
+
+    def _indexed_parts(self) -> pa.Table:
+        for _ in range(4):
+            try:
+                return self._refresh_index()
+            except FileNotFoundError:  # compacted between the listing and the read: list again
+                continue
+        return self._refresh_index()
+
+    def _refresh_index(self) -> pa.Table:
+        parts = self._parts(self.labels_dir)
+        for gone in set(self._index) - set(parts):
+            del self._index[gone]
+        for part in parts:
+            if part not in self._index:
+                self._index[part] = self._read_part(part, LABELS, INDEX_COLUMNS)
+        if not parts:
+            return LABELS.empty_table().select(INDEX_COLUMNS)
+        return pa.concat_tables([self._index[p] for p in parts])  # commit order: first per key wins
 
     def count(self, teacher_id: str | None = None, task: str | None = None) -> int:
         return len(self.keys(teacher_id, task))

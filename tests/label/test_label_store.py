@@ -163,3 +163,25 @@ def test_a_read_racing_a_compaction_lists_again(tmp_path, monkeypatch):
 
     monkeypatch.setattr(store, "_parts", listing)
     assert store.keys() == {"k1", "k2"} and len(calls) == 2
+
+
+def test_answered_keys_follow_commits_compactions_and_other_writers(tmp_path):
+    """The answer index reads each part once, but must never miss a part committed later (by this store or
+    another process) nor keep one a compaction removed; the first committed answer per key wins."""
+    store = LabelStore(tmp_path)
+    store.append(_rows(["k1", "k2"]))
+    store.append(_rows(["x1"], teacher="other"))
+    assert set(store.answered("t1", "rank", ["k1", "k2", "k3", "x1"])) == {"k1", "k2"}
+    assert store.answered("t1", "compare", ["k1"]) == {}
+
+    LabelStore(tmp_path).append(_rows(["k3"]))  # another process's commit
+    assert set(store.answered("t1", "rank", ["k1", "k3"])) == {"k1", "k3"}
+
+    later = _rows(["k2"])
+    later = later.set_column(later.schema.get_field_index("ranking"), "ranking", pa.array([["a", "b"]]))
+    store.append(later)  # a racing writer's second answer to k2: the first one stands
+    store.compact()
+    assert len(store._parts(store.labels_dir)) == 1
+    answers = store.answered("t1", "rank", ["k1", "k2", "k3"])
+    assert answers == {"k1": ["b", "a"], "k2": ["b", "a"], "k3": ["b", "a"]}
+    assert len(store._index) == 1  # the merged part only: the compacted parts were dropped from memory
