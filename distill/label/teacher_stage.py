@@ -169,9 +169,22 @@ class TeacherActor:
                 ask.append(row)
             else:
                 out.append(drop_row(row, reason))
+        self._prepare(ask)
         for start in range(0, len(ask), self.teacher_batch):  # a task carries several teacher batches
             out += self._answer(ask[start:start + self.teacher_batch])
         return pa.Table.from_pylist(out, schema=RESULT)
+
+    def _prepare(self, rows: list[dict]) -> None:
+        """The teacher's per-text work for the whole task at once (Teacher.prepare). A failure here is left
+        to `_answer`, which asks the same texts again and counts the failure as drops with its reason."""
+        from distill.teacher import TeacherRequest
+
+        try:
+            self.teacher.prepare([TeacherRequest(r["key"], r["task"], r["persona_id"], r["persona_text"],
+                                                 [self.items.candidate(i) for i in r["presented"]])
+                                  for r in rows])
+        except Exception:  # noqa: BLE001, S110 - see the docstring: _answer reports it per request
+            pass
 
     def _answer(self, rows: list[dict]) -> list[dict]:
         from distill.teacher import TeacherRequest

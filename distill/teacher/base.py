@@ -185,6 +185,11 @@ class Teacher(ABC):
         self.cfg = cfg
         self.teacher_id = teacher_id_for(cfg)
 
+    def prepare(self, requests: list[TeacherRequest]) -> None:
+        """Do the per-text work of many requests at once, before they are answered in small batches.
+        A no-op unless the backend has such work (the CPU teacher embeds texts); answers do not change."""
+        return None
+
     @abstractmethod
     def _generate(self, jobs: list[tuple[TeacherRequest, list[tuple[str, str]]]]) -> list[Generation]:
         """Raw answers for a batch. Each job is (request, repair history of (raw, reason) pairs)."""

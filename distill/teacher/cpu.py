@@ -24,13 +24,14 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from distill.hashing import stable_hash
 from distill.teacher.base import Generation, Teacher, TeacherRequest
-from distill.teacher.taste import TasteReader, look_score, visual_attributes
+from distill.teacher.taste import TasteReader, look_score, split_persona, visual_attributes
 
 if TYPE_CHECKING:
     from distill.config.teacher import TeacherConfig
@@ -65,7 +66,17 @@ def describe_target(title: str, category: str, modification: str, max_chars: int
     return (text[0].upper() + text[1:])[:max_chars]
 
 
-def plackett_luce_order(scores: np.ndarray, temperature: float, rng: np.random.Generator) -> np.ndarray:
+@dataclass(frozen=True)
+class _ReadingVectors:
+    """A persona's reading (distill.teacher.taste.PersonaReading) with its texts embedded."""
+
+    who: np.ndarray | None  # [D]
+    likes: np.ndarray | None  # [L, D]
+    avoids: np.ndarray | None  # [A, D]
+    looks: dict[str, float]
+
+
+def plackett_luce_order(scores: np.ndarray, temperature: float, rng: np.random.Generator | None) -> np.ndarray:
     """Indices best -> worst. Adding Gumbel noise to logits and sorting samples Plackett-Luce exactly."""
     if temperature <= 0:
         return np.argsort(-scores, kind="stable")
@@ -88,6 +99,7 @@ class CpuTeacher(Teacher):
         self._text_cache: dict[str, np.ndarray] = {}
         self._image_cache: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # item_id -> (class idx, probs)
         self._look_cache: dict[str, dict[str, float]] = {}  # item_id -> visual attributes
+        self._reading_cache: dict[str, _ReadingVectors] = {}  # persona text -> its reading, embedded
         self.reader = TasteReader(self._embed) if cfg.cpu.taste != "none" else None
         self.classifier = None
         if cfg.cpu.use_imagenet:
@@ -142,20 +154,49 @@ class CpuTeacher(Teacher):
             out.append(self._look_cache.get(c.item_id))
         return out
 
+    def _reading(self, persona_text: str) -> _ReadingVectors:
+        """The persona's reading with its texts embedded, once per persona (a knockout asks ~500 times)."""
+        vectors = self._reading_cache.get(persona_text)
+        if vectors is None:
+            reading = self.reader.read(persona_text)
+            vectors = self._reading_cache[persona_text] = _ReadingVectors(
+                self._embed([reading.who])[0] if reading.who else None,
+                self._embed(reading.likes) if reading.likes else None,
+                self._embed(reading.avoids) if reading.avoids else None,
+                reading.looks)
+        return vectors
+
     def _tasteful_scores(self, persona_text: str, items: np.ndarray, candidates) -> np.ndarray:
-        reading = self.reader.read(persona_text)
-        relevance = items @ self._embed([reading.who])[0] if reading.who else np.zeros(len(items), np.float32)
-        if reading.likes:
-            best_like = (items @ self._embed(reading.likes).T).max(1)
+        reading = self._reading(persona_text)
+        relevance = items @ reading.who if reading.who is not None else np.zeros(len(items), np.float32)
+        if reading.likes is not None:
+            best_like = (items @ reading.likes.T).max(1)
             relevance = LIKE_SHARE * best_like + (1 - LIKE_SHARE) * relevance
         score = relevance
-        if reading.avoids:
-            avoided = (items @ self._embed(reading.avoids).T).max(1)
+        if reading.avoids is not None:
+            avoided = (items @ reading.avoids.T).max(1)
             score = score - self.cfg.cpu.avoid_weight * np.clip(avoided - AVOID_FLOOR, 0.0, None)
         if reading.looks:
             look = [look_score(reading.looks, a) if a is not None else 0.0 for a in self._looks(candidates)]
             score = score + self.cfg.cpu.visual_weight * np.asarray(look, np.float32)
         return score.astype(np.float32)
+
+    def prepare(self, requests) -> None:
+        """Embed every new item text and persona phrase of `requests` in one encoder call: answered 8 at a time,
+        a knockout round's first pass made ~600 small encoder calls (14 of its 70 s). The texts and their
+        embeddings are the same; only the batching changes."""
+        texts = [item_text(c.title, c.text, c.category) for r in requests for c in r.candidates]
+        new_personas = [t for t in dict.fromkeys(r.persona_text for r in requests) if t not in self._reading_cache]
+        if self.reader is None:
+            texts += new_personas
+        else:
+            for text in new_personas:
+                parts = split_persona(text)
+                texts += [i for _, items in parts.avoids + parts.likes for i in items] + parts.other
+        self._embed(texts)
+        if self.reader is not None and new_personas:
+            readings = [self.reader.read(t) for t in new_personas]
+            self._embed([r.who for r in readings if r.who] + [x for r in readings for x in r.likes + r.avoids])
 
     def scores(self, req: TeacherRequest) -> np.ndarray:
         """Scores of the candidates in presentation order (higher = better fit)."""
@@ -178,14 +219,13 @@ class CpuTeacher(Teacher):
     def _generate(self, jobs) -> list[Generation]:
         t0 = time.perf_counter()
         requests = [req for req, _ in jobs]
-        # One encoder call for every new text in the batch (items repeat across groups: cached).
-        self._embed([r.persona_text for r in requests]
-                    + [item_text(c.title, c.text, c.category) for r in requests for c in r.candidates])
+        self.prepare(requests)  # one encoder call for every new text in the batch (usually none: prepared)
         if self.classifier is not None:
             self._imagenet_topk(requests)
         out = []
+        sampled = self.cfg.cpu.temperature > 0  # at temperature 0 the order is a sort: no generator needed
         for req, repairs in jobs:
-            rng = np.random.default_rng([self.cfg.cpu.seed, stable_hash(req.key), len(repairs)])
+            rng = np.random.default_rng([self.cfg.cpu.seed, stable_hash(req.key), len(repairs)]) if sampled else None
             order = plackett_luce_order(self.scores(req), self.cfg.cpu.temperature, rng)
             out.append(json.dumps({"ranking": [int(i) + 1 for i in order]}))
         per_row = (time.perf_counter() - t0) / max(1, len(jobs))

@@ -72,3 +72,25 @@ def test_imagenet_evidence_uses_the_pixels():
     scores = t.scores(req)
     assert np.ptp(scores) > 0 and len(set(np.round(scores, 6))) > 1
     assert t.answer([req])[0].ok
+
+
+def test_prepared_requests_get_the_same_answers_from_fewer_encoder_calls():
+    """prepare() embeds a block's texts in one encoder call; the answers must be those of the unprepared path."""
+    personas = ["A gardener who loves herbs and seedlings. Avoids plastic.", "Only wears black. Loves tennis.",
+                "a tennis player", "Someone who needs storage for the home; hates anything red."]
+
+    def answers(prepared: bool):
+        t = build_teacher(TeacherConfig())
+        calls = []
+        encode = t.encoder.encode
+        t.encoder.encode = lambda texts, **kw: calls.append(len(texts)) or encode(texts, **kw)
+        reqs = [make_request(t.teacher_id, "rank", f"p{k}", text, _cands()) for k, text in enumerate(personas)]
+        if prepared:
+            t.prepare(reqs)
+        out = [a.ranking for r in reqs for a in t.answer([r])]
+        return out, calls
+
+    plain, plain_calls = answers(False)
+    prepared, prepared_calls = answers(True)
+    assert prepared == plain and all(len(r) == len(ITEMS) for r in prepared)
+    assert len(prepared_calls) < len(plain_calls)
