@@ -84,6 +84,8 @@ class StoredReranker:
         """One `Reranked` per (query text, candidates) pair; never raises."""
         pids = [query_persona_id(text) for text, _ in queries]
         answers, errors = self._stored()
+        keys = [self._key(pid, [c.item_id for c in candidates]) for (_, candidates), pid in zip(queries, pids)]
+        self.reranker.prepare([q for q, key in zip(queries, keys) if key not in answers and key not in errors])
         out, rows, drops = [], [], []
         for (text, candidates), pid in zip(queries, pids):
             ids = [c.item_id for c in candidates]

@@ -200,6 +200,22 @@ class Reranker:
             return fallback(_answer_reason(ans.error), tokens)
         return RerankResult([*ans.ranking, *rest], True, None, time.perf_counter() - t0, tokens, False)
 
+    def prepare(self, queries: list[tuple[str, list[Candidate]]]) -> None:
+        """Let the teacher do its per-text work for many queries at once (Teacher.prepare), before a batch
+        caller (the evaluation) re-ranks them one by one. Never raises: `rerank` reports any failure."""
+        if self.unavailable or not queries:
+            return
+        from distill.hashing import hash_key
+        from distill.teacher import make_request
+
+        asks = [(text, [c for c in candidates[: self.k] if c is not None]) for text, candidates in queries
+                if text and text.strip()]
+        try:
+            self.teacher.prepare([make_request(self.teacher_id, "rank", "query:" + hash_key(text), text, top,
+                                               shuffle=False) for text, top in asks if len(top) >= 2])
+        except Exception as err:  # noqa: BLE001 - an optimisation only: each rerank asks again and reports
+            log.warning("re-ranking teacher could not prepare %d queries: %s", len(queries), err)
+
     def _ask(self, query_text: str, top: list[Candidate]):
         from distill.hashing import hash_key
         from distill.teacher import make_request
