@@ -58,7 +58,7 @@ done
 stamp "label: world build (if missing), caption-aligned base, round-0 groups -> teacher"
 WD="paths.workdir=$(pwd)/${WORKDIR}"  # absolute: jobs run from Ray's copy of the working dir
 submit python ray_jobs/label.py --config "$CONFIG" --set "$WD"
-stamp "train: Ray Train DDP with preference-aligned re-sampling"
+stamp "train: Ray Train (DDP over train.num_workers; one worker on the embedded 2 cores) with preference-aligned re-sampling"
 submit python ray_jobs/train.py --config "$CONFIG" --set "$WD" --sampler aligned
 if [ "$ABLATION" = "1" ]; then
   stamp "train: uniform-sampling ablation at equal teacher budget"
