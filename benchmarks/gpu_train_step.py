@@ -1,6 +1,6 @@
 """The distillation train step on a GPU: fp32 vs AMP, beside the CPU, for the production student.
 
-Runs `distill.train.loop.train_step` (the function the Ray Train loop calls) on the production
+Runs `distill.train.step.train_step` (the function the Ray Train loop calls) on the production
 architecture, open_clip ViT-B-32 (random init here: no weights offline), with the Bradley-Terry loss,
 on fixed random pixel groups. Prints pairs/s for each mode and the ratios, and checks that the loss is
 finite, that it falls on a repeated batch, and that the frozen text tower is bit-identical afterwards.

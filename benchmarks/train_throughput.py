@@ -3,7 +3,7 @@
     python benchmarks/train_throughput.py [--groups 64] [--batch-groups 8] [--image-size 64] [--trainable all]
 
 Three measurements on one set of groups (synthetic pixels + unit text embeddings, group size 5 = 10
-pairs per group), each one epoch of `distill.train.loop.train_step`:
+pairs per group), each one epoch of `distill.train.step.train_step`:
   bare      in-process loop over the batches, torch threads = 1 (what one Ray worker gets)
   1 worker  TorchTrainer, num_workers=1 (DDP machinery, Ray Data ingest, per-epoch checkpoint)
   2 workers TorchTrainer, num_workers=2 (gloo all-reduce; each worker sees half the groups)

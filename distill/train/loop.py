@@ -1,4 +1,5 @@
-"""One round of DDP training on Ray Train (V2): the model, one optimizer step, the worker loop, `fit_round`.
+"""One round of DDP training on Ray Train (V2): the worker loop, its checkpoints and `fit_round` (the optimizer
+step itself is step.py).
 
 `fit_round` (driver) builds a `LoopConfig`, hands it to `TorchTrainer` as `{"loop": cfg.model_dump()}`
 (Ray Train's `train_loop_config` must be a plain dict) and every worker validates it back into a
@@ -21,7 +22,6 @@ import logging
 import math
 import tempfile
 import time
-from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
@@ -31,10 +31,11 @@ from pydantic import BaseModel, ConfigDict
 from torch import nn
 
 from distill.config.types import Trainable
-from distill.losses import BradleyTerryLoss, pairwise_accuracy
+from distill.losses import BradleyTerryLoss
 from distill.student import save_student
 from distill.train.captions import CaptionPairs, CaptionSampler
 from distill.train.model import RankingModel, anchor_parameters, load_student_for_training
+from distill.train.step import amp_context, lr_factor, train_step, trainable_parameters
 
 if TYPE_CHECKING:
     from distill.config.pipeline import TrainConfig
@@ -46,71 +47,6 @@ TRAIN_STATE_FILE = "train_state.pt"
 # Optimizer steps' rows fetched from Ray Data at once (optimizer_batches): 64 steps of cached features are a
 # few MB; a pixel row is 3 MB, so pixels come one step at a time.
 INGEST_STEPS = {"features": 64, "pixels": 1}
-
-
-# ---- one optimizer step (shared by the Ray Train loop and the benchmarks) -----------------------
-def trainable_parameters(model: nn.Module) -> list[nn.Parameter]:
-    return [p for p in model.parameters() if p.requires_grad]
-
-
-def optimized_parameters(optimizer) -> list[nn.Parameter]:
-    return [p for group in optimizer.param_groups for p in group["params"]]
-
-
-def lr_factor(step: int, total_steps: int, schedule: str, min_ratio: float) -> float:
-    """Multiplier of the round's base lr at `step` (0-based): cosine from 1 down to min_ratio."""
-    if schedule == "constant" or total_steps <= 1:
-        return 1.0
-    progress = min(step, total_steps - 1) / (total_steps - 1)
-    return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
-
-
-@dataclass
-class StepResult:
-    loss: float
-    correct_pairs: float
-    pairs: int
-    groups: int
-
-
-def train_step(model: nn.Module, optimizer, batch: dict, grad_clip: float, autocast=nullcontext,
-               scaler=None) -> StepResult:
-    """One optimizer step on a batch {pixels [B,M,3,S,S] or features [B,M,F], text_emb [B,D]}
-    (teacher order in M)."""
-    optimizer.zero_grad(set_to_none=True)
-    captions = (batch["caption_features"], batch["caption_text"]) if "caption_features" in batch else ()
-    with autocast():
-        loss, scores = model(batch_images(batch), batch["text_emb"], *captions)
-    if scaler is not None:
-        scaler.scale(loss).backward()
-        scaler.unscale_(optimizer)
-    else:
-        loss.backward()
-    if grad_clip > 0:
-        # The optimizer's own list: walking the whole student (text tower included) for the trainable
-        # parameters cost ~3 ms of a ~7 ms step on cached trunk features.
-        torch.nn.utils.clip_grad_norm_(optimized_parameters(optimizer), grad_clip)
-    if scaler is not None:
-        scaler.step(optimizer)
-        scaler.update()
-    else:
-        optimizer.step()
-    groups, size = scores.shape
-    pairs = groups * size * (size - 1) // 2
-    return StepResult(float(loss.detach()), float(pairwise_accuracy(scores.detach().float())) * pairs, pairs, groups)
-
-
-def batch_images(batch: dict) -> torch.Tensor:
-    return batch["features"] if "features" in batch else batch["pixels"]
-
-
-def amp_context(device: torch.device, enabled: bool):
-    """(autocast factory, GradScaler or None): bf16 where supported, else fp16 + scaler; CPU: none."""
-    if not enabled or device.type != "cuda":
-        return nullcontext, None
-    dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    scaler = torch.amp.GradScaler("cuda") if dtype == torch.float16 else None
-    return (lambda: torch.autocast("cuda", dtype=dtype)), scaler
 
 
 # ---- the worker loop's configuration --------------------------------------------------------------
