@@ -197,6 +197,8 @@ class CpuTeacher(Teacher):
         if self.reader is not None and new_personas:
             readings = [self.reader.read(t) for t in new_personas]
             self._embed([r.who for r in readings if r.who] + [x for r in readings for x in r.likes + r.avoids])
+            for text in new_personas:  # from the texts just embedded: the next batch finds these personas read
+                self._reading(text)
 
     def scores(self, req: TeacherRequest) -> np.ndarray:
         """Scores of the candidates in presentation order (higher = better fit)."""
