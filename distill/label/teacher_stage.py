@@ -309,7 +309,9 @@ def run_vllm_teacher(pending: pa.Table, items: pa.Table, teacher_cfg: TeacherCon
         ds = ray.data.from_arrow(_blocks(todo, label_cfg.batch_size)).map_batches(
             attach_image_urls, fn_kwargs=dict(items=items), batch_format="pyarrow",
             num_cpus=label_cfg.num_cpus_per_actor)
-        out = processor(ds).map(normalise_vllm_output)
+        # A whole CPU (Ray's default for a map) would wait behind the engine and the stage actors on a
+        # small node, and answers would reach the store only when the engine had finished them all.
+        out = processor(ds).map(normalise_vllm_output, num_cpus=label_cfg.num_cpus_per_actor)
         retry_keys, retry_raw, retry_reason = [], [], []
         for batch in out.iter_batches(batch_size=None, batch_format="pyarrow"):
             batch = conform_result(batch)

@@ -91,19 +91,36 @@ class StoreWatcher(threading.Thread):
         self.restarted: set[int] = set()  # engine core pids seen after the kill (Ray's replacement actor)
         self.restart_seen_s: float | None = None
         self.next_scan_s = 0.0
+        self.seen: set[int] = set()  # every engine core pid seen, before and after the kill
+        self.errors: list[str] = []
         self.stop = threading.Event()
 
     def run(self) -> None:
         while not self.stop.is_set():
-            n, now = self.store.count(), time.perf_counter() - self.t0
-            if n and self.first_commit_s is None:
-                self.first_commit_s, self.first_count = now, n
-            if self.kill_after is not None and not self.killed and n >= self.kill_after:
-                self._kill(n, now)
-            if self.killed and not self.restarted and now >= self.next_scan_s:  # a process scan, once a second
-                self.restarted = {p.pid for p in _engine_cores()} - set(self.killed)
-                self.restart_seen_s, self.next_scan_s = now, now + 1.0
+            try:
+                self._poll()
+            except Exception as err:  # noqa: BLE001 - a dead watcher would read as "no engine to kill"
+                self.errors.append(f"{type(err).__name__}: {err}")
             self.stop.wait(0.05)
+
+    def _poll(self) -> None:
+        n, now = self.store.count(), time.perf_counter() - self.t0
+        if n and self.first_commit_s is None:
+            self.first_commit_s, self.first_count = now, n
+        if now >= self.next_scan_s:  # a process scan, once a second
+            cores = {p.pid for p in _engine_cores()}
+            self.seen |= cores
+            if self.killed and not self.restarted:
+                self.restarted = cores - set(self.killed)
+                self.restart_seen_s = now
+            self.next_scan_s = now + 1.0
+        if self.kill_after is not None and not self.killed and n >= self.kill_after:
+            self._kill(n, now)
+
+    def diagnosis(self) -> str:
+        """Why nothing was killed, for the assertion: the store, the engine cores seen, the watcher's errors."""
+        return (f"committed={self.store.count()}, first commit at {self.first_commit_s} s, "
+                f"engine core pids seen={sorted(self.seen)}, watcher errors={self.errors[:3]}")
 
     def _kill(self, n: int, now: float) -> None:
         for proc in _engine_cores():
@@ -155,12 +172,13 @@ def test_label_job_through_ray_data_llm_survives_a_killed_engine(engine_ray, wor
 
     # 1. the job, with its engine core killed after KILL_AFTER committed answers
     killer = StoreWatcher(store, kill_after=KILL_AFTER)
+    first_error = None
     with PeakRSS() as rss:
         try:
             first, first_s = _label(store, world, killer)
         except Exception as err:  # noqa: BLE001 - recorded; the store must be consistent either way
             first, first_s, first_error = None, None, f"{type(err).__name__}: {str(err)[:300]}"
-    assert killer.killed, "no vLLM engine core process was found to kill"
+    assert killer.killed, f"no vLLM engine core was killed: run 1 error={first_error}; {killer.diagnosis()}"
     assert killer.count_at_kill < N_GOOD, "the job finished before the engine was killed"
     committed = store.keys()
     keys_on_disk = _disk_keys(root)
