@@ -6,8 +6,14 @@ The test rows run over ~500 items. Hubness needs no tournament, only the teacher
 CPU teacher: ~10 s for 240 personas x 500 items), so it is measured here over the whole val split and a
 seeded train pool of the same size, for the val personas.
 
-    HubCheck.build(cfg, persona_ids, text_emb)  the pools and the teacher's own top-10 hubness on each
-    HubCheck.score(embed)                       a model's top-10 hubness on each pool
+The val personas are written by the world's own generator, the one training saw. A model can keep hubs
+down for them and still show other writers one item in most top 10s (their shared phrasing is a direction
+the mean-persona removal did not take out). So when a second persona directory has val personas
+(`paths.other_personas`), their top 10s over the same pools are checked too, against the teacher's own for
+them: pools named "other_writers:<pool>". They are val personas; the test rows use its test split.
+
+    HubCheck.build(cfg, persona_ids, text_emb, other)  the pools and the teacher's own top-10 hubness on each
+    HubCheck.score(embed)                               a model's top-10 hubness on each pool
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from distill.evaluation.rows import split_personas
 log = logging.getLogger(__name__)
 
 HUB_POOLS = {"val_items": "val", "train_items": "train"}  # pool name -> the catalog split it is drawn from
+OTHER_PREFIX = "other_writers:"
 
 
 @dataclass
@@ -31,6 +38,16 @@ class HubPool:
     name: str
     split: str
     items: list[str]
+    text_emb: np.ndarray | None = None  # the pool's personas when not the check's own (the other writers)
+
+
+@dataclass
+class PersonaSet:
+    """Personas whose top 10s the check covers: ids, texts and their (frozen) text embeddings."""
+
+    ids: list[str]
+    texts: list[str]
+    text_emb: np.ndarray
 
 
 class HubCheck:
@@ -43,34 +60,72 @@ class HubCheck:
 
     @classmethod
     def build(cls, cfg: PipelineConfig, persona_ids: list[str], text_emb: np.ndarray,
-              persona_split: str = "val") -> HubCheck:
-        """`teacher` is None when the teacher cannot score whole pools (a generative teacher)."""
-        from distill.evaluation.full_ranking import teacher_full_scores
-        from distill.evaluation.tournament import eval_teacher_config, tournament_pool
+              persona_split: str = "val", other: PersonaSet | None = None) -> HubCheck:
+        """`teacher` is None when the teacher cannot score whole pools (a generative teacher). `other`: the
+        other writers' val personas, checked over the same pools (module docstring)."""
+        from distill.evaluation.tournament import tournament_pool
 
         ids, texts = split_personas(cfg.path("personas"), persona_split, None)
         text_of = dict(zip(ids, texts))
+        own = PersonaSet(list(persona_ids), [text_of[p] for p in persona_ids], text_emb)
         size, pools, teacher = None, [], {}
         for name, split in HUB_POOLS.items():  # the val split first: its size sets the train pool's
             items, _ = tournament_pool(cfg.path("catalog"), split, size, cfg.evaluate.seed)
             size = size or len(items)
-            pools.append(HubPool(name, split, items))
-            full = teacher_full_scores(eval_teacher_config(cfg.teacher), cfg.path("catalog"), persona_ids,
-                                       [text_of[p] for p in persona_ids], items)
-            if not full.ok:
-                log.info("hub check: no teacher hubness to compare with (%s)", full.reason)
-                return cls(text_emb, pools, None, cfg.train.hub_confidence)
-            teacher[name] = score_hubness(full.scores, items)
-        log.info("hub check: teacher's largest top-10 share %s over %d val personas",
-                 ", ".join(f"{k} {h['max_share']:.1f}% of {len(p.items)} items" for (k, h), p in
-                           zip(teacher.items(), pools)), len(persona_ids))
+            for pool_name, personas in ((name, own), (OTHER_PREFIX + name, other)):
+                if personas is None:
+                    continue
+                pool = HubPool(pool_name, split, items, None if personas is own else personas.text_emb)
+                pools.append(pool)
+                reference = _teacher_hubness(cfg, personas, items)
+                if isinstance(reference, str):
+                    log.info("hub check: no teacher hubness to compare with (%s)", reference)
+                    return cls(text_emb, pools, None, cfg.train.hub_confidence)
+                teacher[pool_name] = reference
+        log.info("hub check: teacher's largest top-10 share %s over %d val personas%s",
+                 ", ".join(f"{p.name} {teacher[p.name]['max_share']:.1f}% of {len(p.items)} items" for p in pools),
+                 len(persona_ids), f" and {len(other.ids)} of the other writers" if other else "")
         return cls(text_emb, pools, teacher, cfg.train.hub_confidence)
 
     def score(self, embed) -> dict[str, dict]:
         """Top-10 hubness per pool of the model behind `embed` (catalog split -> (item ids, embeddings))."""
-        return {pool.name: score_hubness(pool_scores(self.text_emb, embed, pool.split, pool.items,
+        return {pool.name: score_hubness(pool_scores(self._personas(pool), embed, pool.split, pool.items,
                                                      f"hub pool {pool.name}"), pool.items,
                                          confidence=self.confidence) for pool in self.pools}
+
+    def _personas(self, pool: HubPool) -> np.ndarray:
+        return self.text_emb if pool.text_emb is None else pool.text_emb
+
+
+def _teacher_hubness(cfg: PipelineConfig, personas: PersonaSet, items: list[str]) -> dict | str:
+    """The teacher's own top-10 hubness of `personas` over `items`, or why the teacher cannot score whole pools."""
+    from distill.evaluation.full_ranking import teacher_full_scores
+    from distill.evaluation.tournament import eval_teacher_config
+
+    full = teacher_full_scores(eval_teacher_config(cfg.teacher), cfg.path("catalog"), personas.ids,
+                               personas.texts, items)
+    return score_hubness(full.scores, items) if full.ok else full.reason
+
+
+def other_writers(cfg: PipelineConfig, embed_texts, split: str = "val") -> PersonaSet | None:
+    """The other writers' `split` personas (`paths.other_personas`), embedded by `embed_texts` (list of texts ->
+    [N, D] unit embeddings); None when there are none. Ids must not clash with the world's (the label store
+    keys teacher answers by persona id)."""
+    from distill.data.layout import read_personas
+
+    path = cfg.path("other_personas")
+    if not path.exists():
+        return None
+    try:
+        ids, texts = split_personas(path, split, None)
+    except (FileNotFoundError, ValueError) as err:
+        log.info("hub check: no other writers' %s personas (%s)", split, err)
+        return None
+    clash = set(ids) & set(read_personas(cfg.path("personas"))["persona_id"].to_pylist())
+    if clash:
+        raise ValueError(f"{len(clash)} persona id(s) of {path} also name personas of {cfg.path('personas')} "
+                         f"(e.g. {sorted(clash)[:3]}); the label store keys answers by persona id")
+    return PersonaSet(ids, texts, np.asarray(embed_texts(texts), np.float32))
 
 
 def pool_scores(text_emb: np.ndarray, embed, split: str, items: list[str], what: str) -> np.ndarray:

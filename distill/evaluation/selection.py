@@ -12,6 +12,9 @@ its mean winner percentile over both pools.
 Candidates: every round's trained projection W1, each at every `train.wise_alpha` (W = (1 - a) W0 +
 a W1, a = 1 always included), and the base itself (a = 0): a run whose distillation does not help on
 val exports the base and says so. Ties go to the earlier round and the smaller alpha. With
+`train.select_round: latest_unless_worse`, an earlier round than the last wins only when its paired 95%
+interval over the val personas is above the last round's best: more teacher data helped on every val row
+in the budget study, and a round chosen by a margin inside val's noise is a coin toss. With
 `train.persona_mean_removal`, the chosen round is tried again at every alpha with each share of the
 mean-persona direction removed, and the export is the best val MPR within the hubness check (choose_removal).
 Tournaments are cached in the label store, so a rerun sends no teacher call twice. Writes `selection.parquet`
@@ -38,6 +41,7 @@ from distill.evaluation.hub_check import pool_scores
 from distill.evaluation.hubness import score_hubness
 from distill.evaluation.metrics import winner_percentiles
 from distill.evaluation.rows import split_personas
+from distill.evaluation.stats import paired_bootstrap_ci
 from distill.evaluation.tournament import tournament_pool
 
 log = logging.getLogger(__name__)
@@ -65,6 +69,7 @@ class Candidate:
     hubness: dict[str, dict]  # per pool
     removal: float = 0.0  # share of the mean-persona direction removed (distill/train/persona_mean.py)
     pool_hubness: dict[str, dict] | None = None  # top-10 hubness over full-size val pools (hub_check.py)
+    per_persona: np.ndarray | None = None  # [P] each val persona's winner percentile, mean over the pools
 
     @property
     def val_mpr(self) -> float:
@@ -118,17 +123,39 @@ class ValTournaments:
 
     def score(self, embed: Embed) -> tuple[dict[str, float], dict[str, dict]]:
         """(MPR per pool, hubness per pool) of the model behind `embed`."""
-        mpr, hub = {}, {}
+        mpr, hub, _ = self.score_per_persona(embed)
+        return mpr, hub
+
+    def score_per_persona(self, embed: Embed) -> tuple[dict[str, float], dict[str, dict], np.ndarray]:
+        """`score`, and each val persona's winner percentile averaged over the pools ([P])."""
+        mpr, hub, percentiles = {}, {}, []
         for pool in self.pools:
             scores = pool_scores(self.text_emb, embed, pool.split, pool.items, f"val pool {pool.name}")
-            mpr[pool.name] = float(winner_percentiles(scores, pool.winner_idx).mean())
+            percentiles.append(winner_percentiles(scores, pool.winner_idx))
+            mpr[pool.name] = float(percentiles[-1].mean())
             hub[pool.name] = score_hubness(scores, pool.items)
-        return mpr, hub
+        return mpr, hub, np.mean(percentiles, axis=0)
 
 
 def best_candidate(candidates: list[Candidate]) -> Candidate:
     """The highest val MPR; ties (to 1e-9) go to the base, then the earlier round, then the smaller alpha."""
     return max(candidates, key=lambda c: (round(c.val_mpr, 9), -c.round, -c.alpha))
+
+
+def choose_round(candidates: list[Candidate], rule: str, seed: int = 0) -> Candidate:
+    """The candidate whose round (at its best alpha) the export is built from. `rule` "best": `best_candidate`.
+    "latest_unless_worse": the last round's best, unless an earlier round's best (never the base, which
+    competes as before) beats it with a paired 95% interval over the val personas above 0."""
+    best = best_candidate(candidates)
+    last = max(c.round for c in candidates)
+    if rule == "best" or best.round < 0 or best.round == last:
+        return best
+    latest = best_candidate([c for c in candidates if c.round == last])
+    margin = paired_bootstrap_ci(best.per_persona, latest.per_persona, seed=seed)
+    keep_earlier = margin.low > 0
+    log.info("val selection: round %d beats the last round %d by %s val MPR: %s", best.round, last,
+             margin.format(signed=True), "kept" if keep_earlier else "inside val's noise, the last round is used")
+    return best if keep_earlier else latest
 
 
 def select_on_val(cfg: PipelineConfig, sampler: str | None = None, progress: bool = True) -> dict:
@@ -145,7 +172,7 @@ def choose_export(ctx, tournaments: ValTournaments, wise_alpha: list[float]) -> 
     `tournaments`, export the best to the run's `distilled_model`, write the selection artifacts."""
     with tempfile.TemporaryDirectory(prefix="distill-select-") as tmp:
         candidates = [_candidate(tournaments, ctx, r, a, d) for r, a, d in candidate_models(ctx, wise_alpha, Path(tmp))]
-        best, reference = best_candidate(candidates), None
+        best, reference = choose_round(candidates, ctx.tcfg.select_round), None
         if ctx.tcfg.persona_mean_removal:
             same_round = [c for c in candidates if c.round == best.round]
             best, removals, reference = choose_removal(ctx, tournaments, candidates[0], same_round, Path(tmp))
@@ -169,10 +196,14 @@ def choose_removal(ctx, tournaments: ValTournaments, base: Candidate, options: l
 
 
 def hub_check(ctx, tournaments: ValTournaments):
-    """Hubness over full-size val pools for the val personas (distill/evaluation/hub_check.py)."""
-    from distill.evaluation.hub_check import HubCheck
+    """Hubness over full-size val pools for the val personas and, with `train.hub_other_writers`, the other
+    writers' val personas (distill/evaluation/hub_check.py)."""
+    from distill.evaluation.hub_check import HubCheck, other_writers
+    from distill.retrieval.queries import encode_texts
 
-    return HubCheck.build(ctx.cfg, tournaments.persona_ids, tournaments.text_emb)
+    other = other_writers(ctx.cfg, lambda texts: encode_texts(ctx.student, texts)) \
+        if ctx.tcfg.hub_other_writers else None
+    return HubCheck.build(ctx.cfg, tournaments.persona_ids, tournaments.text_emb, other=other)
 
 
 def removal_candidates(ctx, tournaments: ValTournaments, check, chosen: Candidate, tmp: Path) -> Iterator[Candidate]:
@@ -185,12 +216,13 @@ def removal_candidates(ctx, tournaments: ValTournaments, check, chosen: Candidat
         model_dir = remove_from_student(chosen.model_dir, direction, beta,
                                         tmp / f"r{chosen.round}-a{chosen.alpha:g}-removal-{beta:g}")
         embed = functools.lru_cache(maxsize=None)(lambda split, d=model_dir: ctx.embed(d, split))  # one per split
-        mpr, hub = tournaments.score(embed)
+        mpr, hub, per_persona = tournaments.score_per_persona(embed)
         full = check.score(embed)
         log.info("val selection: alpha %g, removal %g of the mean-persona direction: val MPR %.2f, top-10 max "
                  "share %s", chosen.alpha, beta, float(np.mean(list(mpr.values()))),
                  ", ".join(_share_text(k, h) for k, h in full.items()))
-        yield Candidate(chosen.round, chosen.alpha, model_dir, mpr, hub, removal=beta, pool_hubness=full)
+        yield Candidate(chosen.round, chosen.alpha, model_dir, mpr, hub, removal=beta, pool_hubness=full,
+                        per_persona=per_persona)
 
 
 def _share_text(pool: str, h: dict) -> str:
@@ -239,8 +271,8 @@ def candidate_models(ctx, wise_alpha: list[float], tmp: Path) -> Iterator[tuple[
 
 
 def _candidate(tournaments: ValTournaments, ctx, round_idx: int, alpha: float, model_dir: Path) -> Candidate:
-    mpr, hub = tournaments.score(lambda split: ctx.embed(model_dir, split))
-    candidate = Candidate(round_idx, alpha, Path(model_dir), mpr, hub)
+    mpr, hub, per_persona = tournaments.score_per_persona(lambda split: ctx.embed(model_dir, split))
+    candidate = Candidate(round_idx, alpha, Path(model_dir), mpr, hub, per_persona=per_persona)
     log.info("val selection: %s alpha %g: val MPR %.2f (%s)", "base" if round_idx < 0 else f"round {round_idx}",
              alpha, candidate.val_mpr, ", ".join(f"{k} {v:.2f}" for k, v in mpr.items()))
     return candidate

@@ -220,3 +220,32 @@ def test_alpha_and_removal_are_chosen_together_on_the_val_chosen_round(base, run
     assert (choice["round"], choice["alpha"], choice["removal"], choice["val_mpr"]) == (0, 0.5, 0.5, 100.0)
     manifest = read_manifest(tmp_path / "distilled")
     assert (manifest["selected_alpha"], manifest["selected_removal"]) == (0.5, 0.5)
+
+
+def test_an_earlier_round_wins_only_when_val_says_so_beyond_its_noise():
+    from distill.evaluation.selection import choose_round
+
+    rng = np.random.default_rng(0)
+    noise = rng.normal(0, 20, size=120)
+
+    def centred(sd):  # per-persona differences with an exact mean of 0
+        d = rng.normal(0, sd, size=120)
+        return d - d.mean()
+
+    def cand(r, a, per_persona):
+        per_persona = np.asarray(per_persona, dtype=np.float64)
+        return Candidate(r, a, Path("."), {"val_items": float(per_persona.mean())}, {}, per_persona=per_persona)
+
+    base = cand(-1, 0.0, 60 + noise)
+    latest = cand(2, 1.0, 70 + noise)
+    slightly_better = cand(1, 1.0, latest.per_persona + 0.5 + centred(10))  # 0.5 better, SE of the gap ~0.9
+    clearly_better = cand(1, 0.5, latest.per_persona + 8 + centred(5))
+
+    assert choose_round([base, slightly_better, latest], "best") is slightly_better
+    assert choose_round([base, slightly_better, latest], "latest_unless_worse") is latest
+    assert choose_round([base, clearly_better, latest], "latest_unless_worse") is clearly_better
+    best_base = cand(-1, 0.0, latest.per_persona + 1)  # the base is never overruled by the rule
+    assert choose_round([best_base, slightly_better, latest], "latest_unless_worse") is best_base
+    assert TrainConfig().select_round == "latest_unless_worse"
+    with pytest.raises(ValueError, match="select_round"):
+        TrainConfig(select_round="latest")
