@@ -109,8 +109,9 @@ def _teacher_hubness(cfg: PipelineConfig, personas: PersonaSet, items: list[str]
 
 def other_writers(cfg: PipelineConfig, embed_texts, split: str = "val") -> PersonaSet | None:
     """The other writers' `split` personas (`paths.other_personas`), embedded by `embed_texts` (list of texts ->
-    [N, D] unit embeddings); None when there are none. Ids must not clash with the world's (the label store
-    keys teacher answers by persona id)."""
+    [N, D] unit embeddings); None, with the reason logged, when there are none or their ids clash with the
+    world's. The evaluation skips the other writers' rows on such a clash (the label store keys tournament
+    answers by persona id), so the check leaves them out too and covers the world's own personas."""
     from distill.data.layout import read_personas
 
     path = cfg.path("other_personas")
@@ -123,8 +124,10 @@ def other_writers(cfg: PipelineConfig, embed_texts, split: str = "val") -> Perso
         return None
     clash = set(ids) & set(read_personas(cfg.path("personas"))["persona_id"].to_pylist())
     if clash:
-        raise ValueError(f"{len(clash)} persona id(s) of {path} also name personas of {cfg.path('personas')} "
-                         f"(e.g. {sorted(clash)[:3]}); the label store keys answers by persona id")
+        log.warning("hub check: the other writers left out: %d persona id(s) of %s also name personas of %s "
+                    "(e.g. %s), so the evaluation skips their rows too", len(clash), path,
+                    cfg.path("personas"), sorted(clash)[:3])
+        return None
     return PersonaSet(ids, texts, np.asarray(embed_texts(texts), np.float32))
 
 
