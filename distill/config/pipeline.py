@@ -192,9 +192,8 @@ class TrainConfig(StrictModel):
     select_on: Literal["agreement", "val_mpr"] = "agreement"
     select_personas: int = Field(80, ge=2)
     select_items: int = Field(100, ge=10)
-    # With select_on: val_mpr, which round the export comes from. best: the best val MPR. latest_unless_worse:
-    # the last round (all the teacher data) unless an earlier round beats it with a paired 95% interval over
-    # the val personas above 0 (docs/training.md "Choosing the round"). The base still wins when it is best.
+    # The export's round (select_on: val_mpr). best: the best val MPR. latest_unless_worse: the last round unless an
+    # earlier one beats it with a paired 95% val interval above 0 (docs/training.md "Choosing the round").
     select_round: Literal["best", "latest_unless_worse"] = "latest_unless_worse"
     # With select_on: val_mpr, the val-chosen round is also tried at every wise_alpha with each share of the
     # mean train-persona direction removed from its image projection, W -> (I - b u u^T) W
@@ -209,8 +208,7 @@ class TrainConfig(StrictModel):
     # share is read at that one-sided bootstrap upper bound over them (distill/evaluation/hubness.py), so a
     # share that passes on val should also pass for other people. null = the point estimate.
     hub_confidence: float | None = Field(None, gt=0.5, lt=1.0)
-    # Also hold the other writers' val personas (paths.other_personas, when it has a val split) to the hub check,
-    # against the teacher's own top 10s for them (distill/evaluation/hub_check.py).
+    # The hub check also holds paths.other_personas' val split to their teacher's share (evaluation/hub_check.py).
     hub_other_writers: bool = True
 
     @model_validator(mode="after")
